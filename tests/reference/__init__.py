@@ -1,0 +1,1 @@
+"""Independent plain-PyTorch reference implementations of standard architectures."""
