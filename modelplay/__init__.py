@@ -14,7 +14,13 @@ __version__ = "0.1.0"
 from .registry import *
 from .config import *
 from .spec import *
+from .layers import *
+from .mixers import *
+from .blocks import *
+from .models import *
 
 # %% ../nbs/99_api.ipynb #fa5c8728
-from . import registry as _registry, config as _config, spec as _spec
-__all__ = ['__version__', *_registry.__all__, *_config.__all__, *_spec.__all__]
+from . import registry as _registry, config as _config, spec as _spec, layers as _layers, mixers as _mixers, \
+    blocks as _blocks, models as _models
+__all__ = ['__version__', *_registry.__all__, *_config.__all__, *_spec.__all__, *_layers.__all__, *_mixers.__all__,
+           *_blocks.__all__, *_models.__all__]

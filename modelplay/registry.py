@@ -63,7 +63,7 @@ Component.__doc__ = "`Component['mixers']`: a type hint for a field that takes a
 _EMPTY = inspect.Parameter.empty
 
 #: parameters the builder fills from the structure of the model, not from the spec
-CONTEXT = frozenset({'dim', 'in_dim', 'layer_idx', 'n_layers', 'grid', 'seq_len', 'in_chans', 'vocab'})
+CONTEXT = frozenset({'dim', 'in_dim', 'layer_idx', 'n_layers', 'grid', 'prefix', 'seq_len', 'in_chans', 'vocab'})
 
 @dataclasses.dataclass
 class Field:
@@ -77,11 +77,12 @@ class Field:
     optional: bool = False         # `None` is allowed
     context: bool = False          # filled by the builder (`dim`, `layer_idx`, …)
     doc: str = ''
+    many: bool = False             # a list of components (`list[Component['blocks']]`)
     @property
     def required(self): return self.default is _EMPTY
     @property
     def type_name(self) -> str:
-        if self.component: return f"component[{self.component}]"
+        if self.component: return f"list[component[{self.component}]]" if self.many else f"component[{self.component}]"
         if self.choices is not None: return 'choice'
         return _hint_name(self.annotation)
 
@@ -144,9 +145,13 @@ def fields_of(obj, context=CONTEXT) -> list[Field]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == 'self': continue
         raw = hints.get(p.name, p.annotation)
         base, bounds, ref, doc, optional = _unwrap(raw)
+        many = False
+        if ref is None and get_origin(base) in (list, tuple) and get_args(base):
+            inner = _unwrap(get_args(base)[0])[2]
+            if inner is not None: ref, many = inner, True
         if p.default is None: optional = True
         out.append(Field(p.name, Any if base is _EMPTY else base, p.default, _choices(base), bounds,
-                         ref.kind if ref else None, optional, p.name in context, doc))
+                         ref.kind if ref else None, optional, p.name in context, doc, many))
     return out
 
 def takes_kwargs(obj) -> bool:
@@ -155,6 +160,16 @@ def takes_kwargs(obj) -> bool:
     except (TypeError, ValueError): return True
 
 # %% ../nbs/00_registry.ipynb #fe86a769
+def _rerun(old, new) -> bool:
+    "Is `new` the same definition as `old` run again in a notebook (same qualified name, one of them defined in `__main__`)?"
+    same = getattr(old, '__qualname__', None) == getattr(new, '__qualname__', 0)
+    return same and '__main__' in (getattr(old, '__module__', None), getattr(new, '__module__', None))
+
+def _join_path(slot: str, path: str) -> str:
+    "'mixer' + 'heads' → 'mixer.heads'; 'layers' + '[2].mlp' → 'layers[2].mlp'."
+    if not path: return slot
+    return slot + path if path.startswith('[') else f"{slot}.{path}"
+
 def _qualname(obj) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
@@ -184,8 +199,8 @@ REGISTRIES: dict = {}   # kind → Registry, for every registry created
 
 class Registry:
     "Name → component (class or factory), with aliases, close-match errors and `describe()`."
-    def __init__(self, kind: str, context=CONTEXT):
-        self.kind, self.context, self._items, self._aliases = kind, frozenset(context), {}, {}
+    def __init__(self, kind: str, context=CONTEXT, type_key: str = 'type'):
+        self.kind, self.context, self.type_key, self._items, self._aliases = kind, frozenset(context), type_key, {}, {}
         self.version, self._listeners, self._described = 0, [], {}
         REGISTRIES[kind] = self
 
@@ -213,7 +228,7 @@ class Registry:
         if n in self._items and n != name: return self._items[n]
         if n in self._aliases and self._aliases[n] != name: return self._items[self._aliases[n]]
         old = self._items.get(n) if n == name else None
-        if old is not None and old is not obj and _qualname(old) != _qualname(obj): return old
+        if old is not None and old is not obj and _qualname(old) != _qualname(obj) and not _rerun(old, obj): return old
 
     def unregister(self, name: str):
         "Remove `name` (and its aliases)."
@@ -255,6 +270,28 @@ class Registry:
         name = self.canonical(name)
         return tuple(sorted(a for a, t in self._aliases.items() if t == name))
 
+    def create(self, spec, *, slot: str | None = None, **context):
+        """Build a component from a name or `{type: …, **kwargs}` dict, passing the `context` values its constructor takes.
+        `slot` (e.g. 'mixer') is prefixed to the path of a spec error raised while building it."""
+        if slot is not None:
+            try: return self.create(spec, **context)
+            except Exception as e:
+                if hasattr(e, 'problems'):   # a SpecError: say in which slot it happened
+                    e.problems = [(_join_path(slot, p), m) for p, m in e.problems]
+                    e.args = (str(e),)
+                raise
+        if spec is None: return None
+        if isinstance(spec, str): name, kw = spec, {}
+        elif isinstance(spec, dict):
+            kw = dict(spec); name = kw.pop(self.type_key, None)
+            if name is None: raise RegistryError(f"{self.kind}: a component dict needs a {self.type_key!r} key, got {spec!r}")
+        else: return spec   # already a module / object: use as is
+        obj = self.get(name)
+        accepted = {f.name for f in self.describe(name).fields}
+        extra = {k: v for k, v in context.items() if k in accepted and k not in kw}
+        if takes_kwargs(obj): extra = {k: v for k, v in context.items() if k not in kw}
+        return obj(**kw, **extra)
+
     def describe(self, name) -> ComponentInfo:
         "Typed fields of component `name` from its constructor signature (cached until it is re-registered)."
         name = self.canonical(name)
@@ -266,12 +303,12 @@ class Registry:
 
     def __repr__(self): return f"Registry({self.kind!r}: {', '.join(self.names()) or 'empty'})"
 
-# %% ../nbs/00_registry.ipynb #88dcb97d
+# %% ../nbs/00_registry.ipynb #2393b49f
 MIXERS      = Registry('mixers')       # token mixers: (B, *grid, C) → same shape
 MLPS        = Registry('mlps')         # channel MLPs
 NORMS       = Registry('norms')
 ACTIVATIONS = Registry('activations')
-BLOCKS      = Registry('blocks', CONTEXT | {'stride'})  # one layer of a stage; the first of a stage gets `in_dim`, `stride`
+BLOCKS      = Registry('blocks', CONTEXT | {'stride'}, type_key='block')  # one layer of a stage; the first of a stage gets `in_dim`, `stride`
 DOWNSAMPLES = Registry('downsamples')  # between stages
 STEMS       = Registry('stems')        # input → (B, *grid, C)
 POOLS       = Registry('pools')        # (B, *grid, C) → (B, C)

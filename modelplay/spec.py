@@ -120,13 +120,13 @@ def _plain(v):
     return _EMPTY
 
 class _Ctx:
-    "What resolution carries down: problems found so far, the defaults in scope, and which defaults were used."
+    "What resolution carries along: the problems found so far, and the defaults already reported as wrong."
     def __init__(self):
-        self.problems, self.used = [], set()
+        self.problems, self.bad = [], set()
     def err(self, path, msg): self.problems.append((tuple(path), msg))
 
 # %% ../nbs/01_spec.ipynb #793e73a6
-def _as_component(value, kind, path, ctx, type_key='type'):
+def _as_component(value, kind, path, ctx, type_key):
     "Normalise a name or dict to (name, kwargs) or report why it can't be; `None` when invalid."
     reg = REGISTRIES[kind]
     if isinstance(value, str): name, kw = value, {}
@@ -156,9 +156,10 @@ def _check_field(v, f: Field) -> str | None:
     if v is None: return None if f.optional or f.annotation is Any else "must not be null"
     return check_value(v, f.annotation, f.bounds)
 
-def resolve_component(value, kind: str, path=(), defaults=None, ctx=None, type_key='type'):
+def resolve_component(value, kind: str, path=(), defaults=None, ctx=None, type_key=None):
     "Explicit `{type: name, **every field}` for a component spec; problems go to `ctx` (or raise `SpecError`)."
     own = ctx is None
+    type_key = type_key or REGISTRIES[kind].type_key
     ctx = ctx or _Ctx()
     defaults = defaults if defaults is not None else {}
     path = list(path)
@@ -181,15 +182,22 @@ def resolve_component(value, kind: str, path=(), defaults=None, ctx=None, type_k
                                     f"{k!r} is set by the builder from the model's structure, not in a component")
         for f in info.fields:
             if f.context: continue
-            if f.name in defaults: ctx.used.add(f.name)   # a default some component takes (here set or not)
             if f.name in kw: v, given = kw[f.name], True
-            elif f.name in defaults: v, given = defaults[f.name], True
+            elif f.name in defaults:
+                if f.name in ctx.bad: continue
+                v, given = defaults[f.name], True
             else: v, given = f.default, False
             if v is _EMPTY:
                 ctx.err(path + [f.name], f"missing required value for {kind} component {name!r} ({f.type_name})")
                 continue
+            if f.component and f.many and v is not None:
+                if not isinstance(v, (list, tuple)):
+                    ctx.err(path + [f.name], f"must be a list of {f.component} components, got {_short(v)}"); continue
+                tk = REGISTRIES[f.component].type_key
+                out[f.name] = [resolve_component(x, f.component, path + [f.name, i], defaults, ctx, tk) for i, x in enumerate(v)]
+                continue
             if f.component and v is not None and (given or isinstance(v, (str, dict))):
-                out[f.name] = resolve_component(v, f.component, path + [f.name], defaults, ctx)
+                out[f.name] = resolve_component(v, f.component, path + [f.name], defaults, ctx, REGISTRIES[f.component].type_key)
                 continue
             if given and (err := _check_field(v, f)): ctx.err(path + [f.name], err); continue
             pv = _plain(v)
@@ -250,8 +258,8 @@ def _resolve_stage(i, st, model_dim, defaults, ctx):
         ctx.err(path, f"a stage must be a mapping with `depth` and `layer` (or `layers`), got {_short(st)}")
         return st
     local = _split_defaults(st, STAGE_KEYS)
+    _check_defaults(local, ctx, path, 'stage', STAGE_KEYS)
     scope = ChainMap(local, defaults)
-    used_before, ctx.used = ctx.used, set()
     out = {}
     if 'name' in st:
         if (e := check_value(st['name'], str)): ctx.err(path + ['name'], e)
@@ -281,14 +289,25 @@ def _resolve_stage(i, st, model_dim, defaults, ctx):
         ctx.err(path, "missing `layer` (one spec repeated `depth` times) or `layers` (one spec per layer)")
     ds = st.get('downsample')
     out['downsample'] = None if ds is None else resolve_component(ds, 'downsamples', path + ['downsample'], scope, ctx)
-    known = _all_param_names() - CONTEXT
-    for k in local:
-        if k not in ctx.used and k not in known: ctx.err(path + [k], _unused_msg(k, 'stage', STAGE_KEYS))
     out.update(local)
-    ctx.used = used_before | {k for k in ctx.used if k not in local}
     return out
 
-def _unused_msg(k, where, structural):
+def _check_defaults(local, ctx, path, where, structural):
+    "Each default must be a parameter some registered component takes, with a value that fits it; reported once, where it is written."
+    for k, v in local.items():
+        fields = [f for reg in REGISTRIES.values() for n in reg.names() for f in reg.describe(n).fields
+                  if f.name == k and not f.context]
+        if not fields: ctx.err(path + [k], _unknown_msg(k, where, structural)); ctx.bad.add(k); continue
+        if f := next((f for f in fields if f.component), None):
+            if v is not None:
+                n = len(ctx.problems)
+                resolve_component(v, f.component, path + [k], {}, ctx)
+                if len(ctx.problems) > n: ctx.bad.add(k)
+            continue
+        errs = [_check_field(v, f) for f in fields]
+        if all(errs): ctx.err(path + [k], errs[0]); ctx.bad.add(k)
+
+def _unknown_msg(k, where, structural):
     valid = sorted(set(structural) | _all_param_names() - CONTEXT)
     return (f"unknown {where} key {k!r}: not a {where} field and no registered component takes it"
             f"{did_you_mean(k, valid)} ({where} fields: {', '.join(structural)})")
@@ -332,10 +351,11 @@ def resolve(spec, source: str | None = None) -> dict:
     for k in bad_keys: ctx.err([str(k)], f"keys must be strings, got {_short(k)}")
     spec = {k: v for k, v in spec.items() if isinstance(k, str)}
     task = spec.get('task', 'classify')
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         ctx.err(['task'], f"unknown task {task!r}{did_you_mean(task, TASKS)} (valid: {', '.join(TASKS)})")
         task = 'classify'
     local = _split_defaults(spec, set(MODEL_KEYS) | set(SECTIONS))
+    _check_defaults(local, ctx, [], 'model', MODEL_KEYS)
     defaults = ChainMap(local, TASK_DEFAULTS.get(task, {}))
     out = {'name': spec.get('name', ''), 'task': task}
     for k in ('name', 'description'):
@@ -371,9 +391,6 @@ def resolve(spec, source: str | None = None) -> dict:
     if 'train' in spec and 'train' not in SECTIONS:
         if not isinstance(spec['train'], dict): ctx.err(['train'], f"must be a mapping, got {_short(spec['train'])}")
         out['train'] = spec['train']
-    known = _all_param_names() - CONTEXT
-    for k in local:
-        if k not in ctx.used and k not in known: ctx.err([k], _unused_msg(k, 'model', MODEL_KEYS))
     out.update({k: v for k, v in local.items()})
     if ctx.problems: raise SpecError(ctx.problems, source)
     return out

@@ -53,7 +53,9 @@ def teardown_module():
 # ---- values from type hints ------------------------------------------------------------------------
 def value_for(f, depth):
     if f.component:
-        opts = [component(f.component, depth + 1)] if depth < 3 else []
+        tk = REGISTRIES[f.component].type_key
+        one = component(f.component, depth + 1, type_key=tk)
+        opts = [st.lists(one, min_size=1, max_size=2) if f.many else one] if depth < 3 else []
         if f.optional: opts.append(st.none())
         return st.one_of(*opts) if opts else st.none()
     if f.choices is not None: return st.sampled_from(f.choices)
