@@ -57,7 +57,7 @@ def value_for(f, depth):
         one = component(f.component, depth + 1, type_key=tk)
         opts = [st.lists(one, min_size=1, max_size=2) if f.many else one] if depth < 3 else []
         if f.optional: opts.append(st.none())
-        return st.one_of(*opts) if opts else st.none()
+        return st.one_of(*opts) if opts else None   # too deep and not optional: leave it to the default
     if f.choices is not None: return st.sampled_from(f.choices)
     t, b = f.annotation, f.bounds
     base = st.none() if f.optional else st.nothing()
@@ -81,8 +81,8 @@ def component(draw, kind, depth=0, type_key='type'):
     info = reg.describe(name)
     out = {type_key: name}
     for f in info.params:
-        if f.required and value_for(f, depth) is None: return name   # cannot satisfy it: skip the kind's part
         strat = value_for(f, depth)
+        if f.required and strat is None: return name   # cannot satisfy it: skip the kind's part
         if strat is not None and (f.required or draw(st.booleans())): out[f.name] = draw(strat)
     return out if len(out) > 1 or draw(st.booleans()) else name
 
