@@ -119,12 +119,16 @@ class Mlp(nn.Module):
 
 @MLPS.register('fused_mlp')
 class FusedMlp(Mlp):
-    "`mlp` through flash-attn's fused dense + activation kernel on CUDA when installed; the plain path otherwise."
+    "`mlp` through flash-attn's fused dense+activation kernel on CUDA fp16/bf16 when installed; the plain path otherwise."
     def forward(self, x):
-        fused = _fused_mlp_func() if x.is_cuda and isinstance(self.act, nn.GELU) and not self.training else None
-        if fused is None: return super().forward(x)
-        return self.drop(fused(x, self.fc1.weight, self.fc2.weight, self.fc1.bias, self.fc2.bias,
-                               activation='gelu_approx' if self.act.approximate == 'tanh' else 'gelu_approx'))
+        fused, act = _fused_mlp_func(), _FUSED_ACTS.get(type(self.act))
+        usable = (fused is not None and act is not None and x.is_cuda and self.fc1.bias is not None
+                  and (x.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled('cuda'))
+                  and (self.drop.p == 0 or not self.training))
+        if not usable: return super().forward(x)
+        return fused(x, self.fc1.weight, self.fc2.weight, self.fc1.bias, self.fc2.bias, activation=act)
+
+_FUSED_ACTS = {GELUTanh: 'gelu_approx', nn.ReLU: 'relu', ReLU2: 'sqrelu'}   # what the fused kernel computes exactly
 
 def _fused_mlp_func():
     try: from flash_attn.ops.fused_dense import fused_mlp_func
