@@ -12,32 +12,15 @@ from typing import Annotated, Callable, Literal
 import torch
 from torch import nn
 from .registry import BLOCKS, MIXERS, MLPS, NORMS, ACTIVATIONS, Component, Range, RegistryError
-from .spec import SpecError, fmt_path
+from .spec import SpecError, fmt_path, build_part, prefix_paths
 from .layers import DropPath, LayerScale, GRN, SqueezeExcite
 
 # %% auto #0
-__all__ = ['prefix_paths', 'build_part', 'drop_path_rate', 'make_drop_path', 'check_context', 'Block', 'ConvNHWC',
-           'SequentialBlock', 'ParallelBlock', 'PostNormBlock', 'ConvNeXtBlock', 'MBConv', 'BasicBlock', 'Bottleneck',
-           'norm_block', 'mixer_block', 'mlp_block', 'Chain', 'chain_block', 'Residual', 'residual_block', 'Parallel',
-           'branches_block']
+__all__ = ['drop_path_rate', 'make_drop_path', 'check_context', 'Block', 'ConvNHWC', 'SequentialBlock', 'ParallelBlock',
+           'PostNormBlock', 'ConvNeXtBlock', 'MBConv', 'BasicBlock', 'Bottleneck', 'norm_block', 'mixer_block',
+           'mlp_block', 'Chain', 'chain_block', 'Residual', 'residual_block', 'Parallel', 'branches_block']
 
 # %% ../nbs/04_blocks.ipynb #6c934da0
-def _join(head: str, path: str) -> str:
-    if not path or path == '<spec>': return head
-    return head + path if path.startswith('[') else f"{head}.{path}"
-
-def prefix_paths(err: SpecError, path: tuple) -> SpecError:
-    "`err` with every problem's path moved under `path` (a part's slot in its block)."
-    head = fmt_path(path)
-    return SpecError([(_join(head, p), m) for p, m in err.problems], err.source)
-
-def build_part(registry, spec, path: tuple, **context):
-    "`registry.create(spec, **context)`; build errors come back as `SpecError`s under `path`."
-    try: return registry.create(spec, **context)
-    except SpecError as e: raise prefix_paths(e, path) from None
-    except RegistryError as e:
-        raise SpecError([(path + ((registry.type_key,) if isinstance(spec, dict) else ()), str(e))]) from None
-
 def _or_identity(m): return nn.Identity() if m is None else m
 
 # %% ../nbs/04_blocks.ipynb #4aa5cd86

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .registry import *
-from .spec import SpecError, resolve, load_spec, fmt_path, SECTIONS, _Ctx, check_value
+from .spec import SpecError, resolve, load_spec, fmt_path, SECTIONS, check_value, build_part
 from .layers import make_norm, make_act, LearnedPosition, SinusoidalPosition
 import modelplay.mixers, modelplay.blocks   # registers the mixers and blocks
 
@@ -338,17 +338,9 @@ def model_loss(model, outputs, targets):
     return sum(w * fn(outputs[h], targets[h]) for h, (fn, w) in losses.items())
 
 # %% ../nbs/05_models.ipynb #d81c4208
-def _prefixed(e, path):
-    return SpecError([(fmt_path(tuple(path)) if not p else (fmt_path(tuple(path)) + (p if p.startswith('[') else '.' + p)), m)
-                      for p, m in e.problems])
-
 def _make(kind, spec, path, **context):
     "Create a component; errors come back as `SpecError`s at `path`."
-    try: return REGISTRIES[kind].create(spec, **context)
-    except SpecError as e: raise _prefixed(e, path) from None
-    except (RuntimeError, ValueError, TypeError, AssertionError, IndexError) as e:
-        name = spec if isinstance(spec, str) else (spec or {}).get(REGISTRIES[kind].type_key)
-        raise SpecError([(tuple(path), f"could not build {kind} component {name!r}: {type(e).__name__}: {e}")]) from None
+    return build_part(REGISTRIES[kind], spec, path, **context)
 
 def _accepts(kind, spec, key):
     name = spec if isinstance(spec, str) else spec[REGISTRIES[kind].type_key]

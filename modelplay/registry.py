@@ -165,11 +165,6 @@ def _rerun(old, new) -> bool:
     same = getattr(old, '__qualname__', None) == getattr(new, '__qualname__', 0)
     return same and '__main__' in (getattr(old, '__module__', None), getattr(new, '__module__', None))
 
-def _join_path(slot: str, path: str) -> str:
-    "'mixer' + 'heads' → 'mixer.heads'; 'layers' + '[2].mlp' → 'layers[2].mlp'."
-    if not path: return slot
-    return slot + path if path.startswith('[') else f"{slot}.{path}"
-
 def _qualname(obj) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
@@ -270,16 +265,8 @@ class Registry:
         name = self.canonical(name)
         return tuple(sorted(a for a, t in self._aliases.items() if t == name))
 
-    def create(self, spec, *, slot: str | None = None, **context):
-        """Build a component from a name or `{type: …, **kwargs}` dict, passing the `context` values its constructor takes.
-        `slot` (e.g. 'mixer') is prefixed to the path of a spec error raised while building it."""
-        if slot is not None:
-            try: return self.create(spec, **context)
-            except Exception as e:
-                if hasattr(e, 'problems'):   # a SpecError: say in which slot it happened
-                    e.problems = [(_join_path(slot, p), m) for p, m in e.problems]
-                    e.args = (str(e),)
-                raise
+    def create(self, spec, **context):
+        "Build a component from a name or `{type: …, **kwargs}` dict, passing the `context` values its constructor takes."
         if spec is None: return None
         if isinstance(spec, str): name, kw = spec, {}
         elif isinstance(spec, dict):

@@ -14,10 +14,10 @@ from .registry import *
 from .registry import _EMPTY
 
 # %% auto #0
-__all__ = ['TASKS', 'TASK_DEFAULTS', 'MODEL_KEYS', 'STAGE_KEYS', 'INPUT_KEYS', 'SECTIONS', 'fmt_path', 'SpecError', 'check_value',
-           'resolve_component', 'resolve', 'yaml_load', 'parse_override', 'apply_overrides', 'to_yaml',
-           'atomic_write_text', 'save_spec', 'preset_dirs', 'list_presets', 'find_preset', 'read_spec_file', 'load_raw',
-           'load_spec']
+__all__ = ['TASKS', 'TASK_DEFAULTS', 'MODEL_KEYS', 'STAGE_KEYS', 'INPUT_KEYS', 'SECTIONS', 'fmt_path', 'SpecError',
+           'prefix_paths', 'build_part', 'check_value', 'resolve_component', 'resolve', 'yaml_load', 'parse_override',
+           'apply_overrides', 'to_yaml', 'atomic_write_text', 'save_spec', 'preset_dirs', 'list_presets', 'find_preset',
+           'read_spec_file', 'load_raw', 'load_spec']
 
 # %% ../nbs/01_spec.ipynb #2b1746f4
 def fmt_path(parts) -> str:
@@ -42,6 +42,29 @@ class SpecError(ModelplayError, ValueError):
         return f"{pre}{len(lines)} problems in spec:\n" + '\n'.join(f"  - {l}" for l in lines)
 
 # %% ../nbs/01_spec.ipynb #4bdf4853
+def _join(head: str, path: str) -> str:
+    if not path or path == '<spec>': return head
+    if head == '<spec>': return path
+    return head + path if path.startswith('[') else f"{head}.{path}"
+
+def prefix_paths(err: SpecError, path) -> SpecError:
+    "`err` with every problem's path moved under `path`."
+    head = fmt_path(tuple(path))
+    return SpecError([(_join(head, p), m) for p, m in err.problems], err.source)
+
+def build_part(registry, spec, path=(), **context):
+    "`registry.create(spec, **context)` with every build error reported as a `SpecError` under `path`."
+    registry = REGISTRIES[registry] if isinstance(registry, str) else registry
+    path = tuple(path)
+    try: return registry.create(spec, **context)
+    except SpecError as e: raise prefix_paths(e, path) from None
+    except RegistryError as e:
+        raise SpecError([(path + ((registry.type_key,) if isinstance(spec, dict) else ()), str(e))]) from None
+    except (RuntimeError, ValueError, TypeError, AssertionError, IndexError, ZeroDivisionError) as e:
+        name = spec if isinstance(spec, str) else (spec or {}).get(registry.type_key) if isinstance(spec, dict) else spec
+        raise SpecError([(path, f"could not build {registry.kind} component {name!r}: {type(e).__name__}: {e}")]) from None
+
+# %% ../nbs/01_spec.ipynb #e3cb7d50
 def _short(v, n=40) -> str:
     r = repr(v)
     return r if len(r) <= n else r[:n - 3] + '...'
@@ -105,7 +128,7 @@ def _type_words(t) -> str:
     if o is Annotated: return _type_words(get_args(t)[0])
     return names.get(t, getattr(t, '__name__', str(t)))
 
-# %% ../nbs/01_spec.ipynb #e3cb7d50
+# %% ../nbs/01_spec.ipynb #258e688f
 def _plain(v):
     "A JSON-compatible copy of a default value, or `_EMPTY` when it has none (a class, a function)."
     if v is None or isinstance(v, (bool, int, str)): return v
@@ -125,7 +148,7 @@ class _Ctx:
         self.problems, self.bad = [], set()
     def err(self, path, msg): self.problems.append((tuple(path), msg))
 
-# %% ../nbs/01_spec.ipynb #793e73a6
+# %% ../nbs/01_spec.ipynb #11945c6d
 def _as_component(value, kind, path, ctx, type_key):
     "Normalise a name or dict to (name, kwargs) or report why it can't be; `None` when invalid."
     reg = REGISTRIES[kind]
@@ -207,7 +230,7 @@ def resolve_component(value, kind: str, path=(), defaults=None, ctx=None, type_k
     if own and ctx.problems: raise SpecError(ctx.problems)
     return out
 
-# %% ../nbs/01_spec.ipynb #8a795c83
+# %% ../nbs/01_spec.ipynb #193adb3a
 TASKS = {'classify': 'cross_entropy', 'causal_lm': 'causal_lm'}   # task → its default loss
 TASK_DEFAULTS = {'causal_lm': {'causal': True}}                    # defaults a task implies
 MODEL_KEYS = ('name', 'description', 'task', 'input', 'dim', 'seed', 'model', 'stem', 'stages',
@@ -223,7 +246,7 @@ def _layer_fields(kind='blocks') -> set:
 def _all_param_names() -> set:
     return {f.name for reg in REGISTRIES.values() for n in reg.names() for f in reg.describe(n).fields}
 
-# %% ../nbs/01_spec.ipynb #8b22148d
+# %% ../nbs/01_spec.ipynb #4cb5f539
 def _resolve_input(v, ctx, task):
     path = ['input']
     if not isinstance(v, dict):
@@ -244,7 +267,7 @@ def _resolve_input(v, ctx, task):
         ctx.err(path + ['shape'], f"must have 1 to 4 sizes ([features], [C, L], [C, H, W] or [C, D, H, W]), got {len(out['shape'])}")
     return out
 
-# %% ../nbs/01_spec.ipynb #d114b0f1
+# %% ../nbs/01_spec.ipynb #c475135d
 def _split_defaults(d: dict, structural) -> dict:
     return {k: v for k, v in d.items() if k not in structural}
 
@@ -312,7 +335,7 @@ def _unknown_msg(k, where, structural):
     return (f"unknown {where} key {k!r}: not a {where} field and no registered component takes it"
             f"{did_you_mean(k, valid)} ({where} fields: {', '.join(structural)})")
 
-# %% ../nbs/01_spec.ipynb #193adb3a
+# %% ../nbs/01_spec.ipynb #74992bad
 def _resolve_heads(v, scope, ctx):
     if v is None: return {}
     if isinstance(v, str) or (isinstance(v, dict) and 'type' in v): v = {'label': v}
@@ -341,7 +364,7 @@ def _resolve_loss(v, heads, task, scope, ctx):
         if r is not None: out[h] = {**r, 'weight': weight}
     return out
 
-# %% ../nbs/01_spec.ipynb #4cb5f539
+# %% ../nbs/01_spec.ipynb #e7e529d5
 def resolve(spec, source: str | None = None) -> dict:
     "The fully resolved, validated, JSON-serialisable form of `spec`; raises `SpecError` listing every problem."
     if not isinstance(spec, dict):
@@ -395,7 +418,7 @@ def resolve(spec, source: str | None = None) -> dict:
     if ctx.problems: raise SpecError(ctx.problems, source)
     return out
 
-# %% ../nbs/01_spec.ipynb #5a76cc78
+# %% ../nbs/01_spec.ipynb #91d9c378
 def _yaml():
     import yaml
     return yaml
@@ -433,7 +456,7 @@ def yaml_load(text: str, source: str = '<string>'):
         raise SpecError(f"{where}: {e.problem or e.context}") from None
     except yaml.YAMLError as e: raise SpecError(f"{source}: {e}") from None
 
-# %% ../nbs/01_spec.ipynb #91d9c378
+# %% ../nbs/01_spec.ipynb #a5d24d40
 def parse_override(item: str):
     "'a.b.0.c=val' → (['a', 'b', 0, 'c'], parsed value)."
     if not isinstance(item, str) or '=' not in item:
@@ -476,7 +499,7 @@ def apply_overrides(spec: dict, overrides=()) -> dict:
                 node = node[p]
     return spec
 
-# %% ../nbs/01_spec.ipynb #a5d24d40
+# %% ../nbs/01_spec.ipynb #7f475165
 def to_yaml(spec) -> str:
     "YAML text of a plain-data spec, keys in order, short scalar lists inline."
     yaml = _yaml()
@@ -510,7 +533,7 @@ def save_spec(spec, path=None):
     if path is None: return text
     return atomic_write_text(path, text)
 
-# %% ../nbs/01_spec.ipynb #b6b884c8
+# %% ../nbs/01_spec.ipynb #a966ef04
 def preset_dirs() -> list:
     "Folders searched for presets, first match wins."
     dirs = [Path(p) for p in os.environ.get('MODELPLAY_CONFIGS', '').split(os.pathsep) if p]
@@ -537,7 +560,7 @@ def find_preset(name: str) -> Path:
     raise SpecError(f"no preset or file named {name!r}{did_you_mean(stem, list_presets())} "
                     f"(looked in: {', '.join(map(str, preset_dirs())) or 'no configs folder found'})")
 
-# %% ../nbs/01_spec.ipynb #7f475165
+# %% ../nbs/01_spec.ipynb #3b5cf3e7
 def read_spec_file(path) -> dict:
     "Read a YAML spec file; clear errors for a missing, unreadable, empty or non-mapping file."
     path = Path(path)
