@@ -18,9 +18,10 @@ from .layers import *
 from .mixers import *
 from .blocks import *
 from .models import *
+from .zoo import *
 
 # %% ../nbs/99_api.ipynb #fa5c8728
 from . import registry as _registry, config as _config, spec as _spec, layers as _layers, mixers as _mixers, \
-    blocks as _blocks, models as _models
+    blocks as _blocks, models as _models, zoo as _zoo
 __all__ = ['__version__', *_registry.__all__, *_config.__all__, *_spec.__all__, *_layers.__all__, *_mixers.__all__,
-           *_blocks.__all__, *_models.__all__]
+           *_blocks.__all__, *_models.__all__, *_zoo.__all__]

@@ -18,7 +18,8 @@ from .layers import DropPath, LayerScale, GRN, SqueezeExcite
 # %% auto #0
 __all__ = ['drop_path_rate', 'make_drop_path', 'check_context', 'Block', 'ConvNHWC', 'SequentialBlock', 'ParallelBlock',
            'PostNormBlock', 'ConvNeXtBlock', 'MBConv', 'BasicBlock', 'Bottleneck', 'norm_block', 'mixer_block',
-           'mlp_block', 'Chain', 'chain_block', 'Residual', 'residual_block', 'Parallel', 'branches_block']
+           'mlp_block', 'Chain', 'chain_block', 'Residual', 'residual_block', 'Parallel', 'branches_block',
+           'DenseBlock', 'ConvBlock']
 
 # %% ../nbs/04_blocks.ipynb #6c934da0
 def _or_identity(m): return nn.Identity() if m is None else m
@@ -178,7 +179,8 @@ class ConvNeXtBlock(Block):
 class MBConv(Block):
     "Inverted residual (MobileNetV2, EfficientNet): expand 1×1 → depthwise k×k (stride) → SE → project 1×1."
     def __init__(self, dim: int, expand: Annotated[float, Range(1)] = 4.0, kernel_size: Annotated[int, Range(1)] = 3,
-                 se_ratio: Annotated[float, Range(0, 1)] | None = 0.25, act: Component['activations'] = 'silu',
+                 se_ratio: Annotated[float, Range(0, 1)] | None = 0.25, se_base: Literal['input', 'expanded'] = 'input',
+                 act: Component['activations'] = 'silu',
                  norm: Component['norms'] = {'type': 'batch', 'eps': 1e-3, 'momentum': 0.01},
                  drop_path: Annotated[float, Range(0, 1)] = 0.0,
                  in_dim: int | None = None, stride: int = 1, grid: tuple | None = None, prefix: int = 0,
@@ -195,7 +197,8 @@ class MBConv(Block):
         self.norm1 = make_norm(mid) if self.has_expand else None
         self.conv_dw = ConvNHWC(mid, mid, kernel_size, stride, padding=kernel_size // 2, groups=mid, bias=False)
         self.norm2 = make_norm(mid)
-        self.se = SqueezeExcite(mid, max(1, int(cin * se_ratio)), act=act) if se_ratio else nn.Identity()
+        rd = max(1, int(cin * se_ratio)) if se_base == 'input' else max(1, mid // int(1 / se_ratio)) if se_ratio else 0
+        self.se = SqueezeExcite(mid, rd, act=act) if se_ratio else nn.Identity()
         self.conv_pwl = ConvNHWC(mid, dim, 1, bias=False)
         self.norm3 = make_norm(dim)
         self.has_skip = stride == 1 and cin == dim
@@ -207,7 +210,7 @@ class MBConv(Block):
         h = self.norm3(self.conv_pwl(h))
         return x + self.drop_path(h) if self.has_skip else h
 
-# %% ../nbs/04_blocks.ipynb #89db4179
+# %% ../nbs/04_blocks.ipynb #cc71ecc9
 def _shortcut(in_dim, dim, stride, norm):
     if stride == 1 and in_dim == dim: return nn.Identity()
     return nn.Sequential(OrderedDict(conv=ConvNHWC(in_dim, dim, 1, stride, bias=False),
@@ -236,7 +239,7 @@ class BasicBlock(Block):
         h = self.norm2(self.conv2(h))
         return self.act(self.shortcut(x) + self.drop_path(h))
 
-# %% ../nbs/04_blocks.ipynb #c19e518b
+# %% ../nbs/04_blocks.ipynb #4ddb3406
 @BLOCKS.register('bottleneck')
 class Bottleneck(Block):
     "ResNet v1.5 bottleneck: 1×1 → 3×3 (stride, cardinality groups) → 1×1 at dim // expansion inside, plus the shortcut, then act."
@@ -269,7 +272,7 @@ class Bottleneck(Block):
         h = self.norm3(self.conv3(h))
         return self.act(self.shortcut(x) + self.drop_path(h))
 
-# %% ../nbs/04_blocks.ipynb #fc1ed699
+# %% ../nbs/04_blocks.ipynb #d6528970
 @BLOCKS.register('norm')
 def norm_block(dim: int, norm: Component['norms'] = 'layer', in_dim: int | None = None, stride: int = 1) -> nn.Module:
     "A norm alone, as a part of a chain (no residual)."
@@ -289,7 +292,7 @@ def mlp_block(dim: int, mlp: Component['mlps'] = 'mlp', in_dim: int | None = Non
     check_context('mlp', dim, in_dim, stride)
     return build_part(MLPS, mlp, ('mlp',), dim=dim)
 
-# %% ../nbs/04_blocks.ipynb #6ca0a3db
+# %% ../nbs/04_blocks.ipynb #8837e42f
 class Chain(nn.Sequential):
     "`nn.Sequential` with named children: `Chain(norm=…, mixer=…)`; positional modules are named by index."
     def __init__(self, *modules: nn.Module, **named: nn.Module):
@@ -319,7 +322,7 @@ def _part_names(parts, names) -> list:
     if problems: raise SpecError(problems)
     return list(names)
 
-# %% ../nbs/04_blocks.ipynb #e4f4851f
+# %% ../nbs/04_blocks.ipynb #3c0a4e53
 @BLOCKS.register('chain')
 def chain_block(dim: int, parts: list[Component['blocks']] = ('norm', 'mlp'), names: list[str] | None = None,
                 in_dim: int | None = None, stride: int = 1, grid: tuple | None = None, prefix: int = 0,
@@ -334,7 +337,7 @@ def chain_block(dim: int, parts: list[Component['blocks']] = ('norm', 'mlp'), na
         built[name] = m
     return Chain(**built)
 
-# %% ../nbs/04_blocks.ipynb #67aceda5
+# %% ../nbs/04_blocks.ipynb #6700ba9a
 class Residual(Block):
     "x + drop_path(body(x)); `body` is a module, or a block spec built at `dim`."
     def __init__(self, body, drop_path: float = 0.0, *, dim: int | None = None, grid=None, prefix: int = 0,
@@ -356,7 +359,7 @@ def residual_block(dim: int, body: Component['blocks'] = {'block': 'chain', 'par
     check_context('residual', dim, in_dim, stride)
     return Residual(body, drop_path, dim=dim, grid=grid, prefix=prefix, layer_idx=layer_idx, n_layers=n_layers)
 
-# %% ../nbs/04_blocks.ipynb #231ab0de
+# %% ../nbs/04_blocks.ipynb #9e694973
 _REDUCE = {'sum': lambda ys: functools.reduce(operator.add, ys),
            'mean': lambda ys: functools.reduce(operator.add, ys) / len(ys),
            'mul': lambda ys: functools.reduce(operator.mul, ys),
@@ -387,7 +390,7 @@ class Parallel(Block):
 
     def extra_repr(self): return f"reduce={self.reduce!r}" if isinstance(self.reduce, str) else 'reduce=<callable>'
 
-# %% ../nbs/04_blocks.ipynb #7b26e266
+# %% ../nbs/04_blocks.ipynb #12c737dc
 @BLOCKS.register('branches')
 def branches_block(dim: int, branches: list[Component['blocks']] = ('mixer', 'mlp'),
                    reduce: Literal['sum', 'mean', 'mul', 'cat'] = 'sum', in_dim: int | None = None, stride: int = 1,
@@ -401,3 +404,40 @@ def branches_block(dim: int, branches: list[Component['blocks']] = ('mixer', 'ml
         if len(set(outs)) > 1:
             raise SpecError([(('branches',), f"the branches output different grids {outs}: give every branch the same stride")])
     return Parallel(*built, reduce=reduce, dim=dim, in_dim=in_dim, stride=stride)
+
+# %% ../nbs/04_blocks.ipynb #9d506d37
+@BLOCKS.register('dense', aliases=('linear',))
+class DenseBlock(Block):
+    "Linear (in_dim → dim) → norm → act → dropout."
+    def __init__(self, dim: int, norm: Component['norms'] | None = 'batch', act: Component['activations'] | None = 'relu',
+                 dropout: Annotated[float, Range(0, 1)] = 0.0, bias: bool = True, in_dim: int | None = None, stride: int = 1):
+        check_context('dense', dim, in_dim, stride, widen=True)
+        super().__init__(dim, in_dim, stride)
+        self.fc = nn.Linear(self.in_dim, dim, bias=bias)
+        self.norm = _or_identity(build_part(NORMS, norm, ('norm',), dim=dim) if norm else None)
+        self.act = _or_identity(build_part(ACTIVATIONS, act, ('act',)) if act else None)
+        self.drop = nn.Dropout(dropout)
+    def forward(self, x): return self.drop(self.act(self.norm(self.fc(x))))
+
+@BLOCKS.register('conv')
+class ConvBlock(Block):
+    "conv k×k (stride) → norm → act → optional max/avg pooling, on a (B, H, W, C) grid."
+    def __init__(self, dim: int, kernel_size: Annotated[int, Range(1)] = 3, norm: Component['norms'] | None = 'batch',
+                 act: Component['activations'] | None = 'relu', pool: Literal['none', 'max', 'avg'] = 'none',
+                 pool_size: Annotated[int, Range(1)] = 2, bias: bool = True, dropout: Annotated[float, Range(0, 1)] = 0.0,
+                 in_dim: int | None = None, stride: int = 1, grid: tuple | None = None, prefix: int = 0):
+        check_context('conv', dim, in_dim, stride, grid, prefix, widen=True, strides=True, image=True)
+        super().__init__(dim, in_dim, stride)
+        self.conv = ConvNHWC(self.in_dim, dim, kernel_size, stride, padding=kernel_size // 2, bias=bias)
+        self.norm = _or_identity(build_part(NORMS, norm, ('norm',), dim=dim) if norm else None)
+        self.act = _or_identity(build_part(ACTIVATIONS, act, ('act',)) if act else None)
+        self.pool = None if pool == 'none' else (nn.MaxPool2d if pool == 'max' else nn.AvgPool2d)(pool_size)
+        self.drop = nn.Dropout(dropout)
+    def out_grid(self, grid):
+        k, s, p = self.conv.kernel_size[0], self.stride, self.conv.padding[0]
+        grid = tuple((n + 2 * p - k) // s + 1 for n in grid)
+        return grid if self.pool is None else tuple(n // self.pool.kernel_size for n in grid)
+    def forward(self, x):
+        x = self.act(self.norm(self.conv(x)))
+        if self.pool is not None: x = self.pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.drop(x)

@@ -17,7 +17,7 @@ from .layers import make_norm, make_act, LearnedPosition, SinusoidalPosition
 import modelplay.mixers, modelplay.blocks   # registers the mixers and blocks
 
 # %% auto #0
-__all__ = ['INITS', 'TokenStem', 'PatchStem', 'ConvStem', 'ProgressivePatchStem', 'FlattenStem', 'ConvDownsample',
+__all__ = ['INITS', 'TokenStem', 'PixelStem', 'PatchStem', 'ConvStem', 'ProgressivePatchStem', 'FlattenStem', 'ConvDownsample',
            'LinearDownsample', 'PoolDownsample', 'MeanPool', 'MaxPool', 'ClsPool', 'FlattenPool', 'AdaptivePool',
            'NoPool', 'LinearHead', 'MlpHead', 'CausalLMHead', 'CrossEntropy', 'CausalLMLoss', 'MSELoss', 'Stage',
            'Model', 'model_loss', 'init_weights', 'build']
@@ -43,10 +43,19 @@ class TokenStem(nn.Module):
         x = self.embed(ids)
         return self.drop(x if self.pos is None else self.pos(x))
 
+@STEMS.register('pixels', aliases=('image',))
+class PixelStem(nn.Module):
+    "Images (B, C, H, W) as a grid of pixels (B, H, W, C) — no parameters; the first stage's blocks do the work (classic CNNs)."
+    def __init__(self, dim: int = 0, in_chans: int = 3, grid: tuple = (28, 28)):
+        super().__init__()
+        if len(grid) != 2: raise SpecError([(('type',), f"the pixels stem needs image input [C, H, W]; got a grid of {tuple(grid)}")])
+        self.grid, self.prefix, self.out_dim = tuple(grid), 0, in_chans
+    def forward(self, x): return x.permute(0, 2, 3, 1)
+
 @STEMS.register('patch')
 class PatchStem(nn.Module):
     "Images → non-overlapping p×p patches embedded by a strided conv, optional cls token and positions (ViT)."
-    def __init__(self, dim: int, patch: Annotated[int, Range(1)] = 16, cls_token: bool = False,
+    def __init__(self, dim: int, patch: Annotated[int, Range(1)] = 16, cls_token: bool = False, cls_pos: bool = True,
                  pos: Literal['none', 'learned', 'sinusoidal'] = 'learned', norm: Component['norms'] | None = None,
                  bias: bool = True, dropout: Annotated[float, Range(0, 1)] = 0.0, in_chans: int = 3, grid: tuple = (224, 224)):
         super().__init__()
@@ -56,15 +65,18 @@ class PatchStem(nn.Module):
         self.proj = nn.Conv2d(in_chans, dim, patch, patch, bias=bias)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
         self.grid, self.prefix, self.out_dim = (grid[0] // patch, grid[1] // patch), int(cls_token), dim
-        self.pos, self.drop = _position(pos, dim, self.grid, self.prefix), nn.Dropout(dropout)
+        self.cls_pos = cls_pos or not cls_token
+        self.pos, self.drop = _position(pos, dim, self.grid, self.prefix if self.cls_pos else 0), nn.Dropout(dropout)
         self.norm = make_norm(norm, dim) if norm else None
         if self.cls is not None: nn.init.trunc_normal_(self.cls, std=0.02)
     def forward(self, x):
         x = self.proj(x).permute(0, 2, 3, 1)                       # (B, H', W', C)
         if self.norm is not None: x = self.norm(x)
+        if self.pos is not None and not self.cls_pos: x = self.pos(x)   # positions for the patches only
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x.flatten(1, 2)], dim=1)   # (B, 1 + N, C)
-        return self.drop(x if self.pos is None else self.pos(x))
+        if self.pos is not None and self.cls_pos: x = self.pos(x)
+        return self.drop(x)
 
 # %% ../nbs/05_models.ipynb #5e00423b
 class _ConvStack(nn.Module):
@@ -285,11 +297,11 @@ class Stage(nn.Module):
         return self.blocks(x)
 
 class Model(nn.Module):
-    "stem → stages → final norm → pool → (aux fusion) → heads: the model every spec builds to."
-    def __init__(self, stem, stages, final_norm, pool, heads: dict, aux: int = 0):
+    "stem → stages → final norm → pool → neck → (aux fusion) → heads: the model every spec builds to."
+    def __init__(self, stem, stages, final_norm, pool, heads: dict, aux: int = 0, neck=None):
         super().__init__()
         self.stem, self.stages, self.final_norm, self.pool = stem, nn.Sequential(*stages), final_norm, pool
-        self.heads, self.aux = nn.ModuleDict(heads), aux
+        self.neck, self.heads, self.aux = neck, nn.ModuleDict(heads), aux
 
     def features(self, x):
         "Everything before the pool: (B, *grid, C)."
@@ -300,6 +312,7 @@ class Model(nn.Module):
         _check_input(self, x, aux)
         h = self.features(x)
         if self.pool is not None: h = self.pool(h)
+        if self.neck is not None: h = self.neck(h)
         if self.aux:
             a = aux.to(h.dtype)
             h = torch.cat([h, a if h.dim() == 2 else a[:, None].expand(*h.shape[:-1], a.shape[-1])], dim=-1)
@@ -351,11 +364,11 @@ def _input_context(inp):
     shape = inp['shape']
     return dict(in_chans=shape[0], grid=tuple(shape[1:]))
 
-def _build_stages(spec, width, grid, prefix):
+def _build_stages(stage_specs, width, grid, prefix, path0=None):
     stages, idx = [], 0
-    n_layers = sum(st['depth'] for st in spec['stages'])
-    for i, st in enumerate(spec['stages']):
-        path, dim = ['stages', i], st['dim']
+    n_layers = sum(st['depth'] for st in stage_specs)
+    for i, st in enumerate(stage_specs):
+        path, dim = (path0 or ['stages', i]), st['dim']
         ds = None
         if st['downsample'] is not None:
             ds = _make('downsamples', st['downsample'], path + ['downsample'], dim=dim, in_dim=width, grid=grid, prefix=prefix)
@@ -382,10 +395,13 @@ def _build_model(spec):
     if 'model' in spec: return _make('models', spec['model'], ['model'], **ctx)
     stem = _make('stems', spec['stem'], ['stem'], dim=spec.get('dim', 0) or (spec['stages'][0]['dim'] if spec['stages'] else 0), **ctx)
     grid, prefix, width = stem.grid, stem.prefix, stem.out_dim
-    stages, width, grid = _build_stages(spec, width, grid, prefix)
+    stages, width, grid = _build_stages(spec['stages'], width, grid, prefix)
     final_norm = _make('norms', spec['final_norm'], ['final_norm'], dim=width) if spec['final_norm'] else None
     pool = _make('pools', spec['pool'], ['pool'], dim=width, grid=grid, prefix=prefix) if spec['pool'] else None
-    feat = (pool.out_dim if pool is not None else width) + spec['input'].get('aux', 0)
+    feat, neck = pool.out_dim if pool is not None else width, None
+    if spec.get('neck'):
+        (neck,), feat, _ = _build_stages([spec['neck']], feat, (), 0, ['neck'])
+    feat += spec['input'].get('aux', 0)
     heads = {name: _make('heads', h, ['heads', name], dim=feat, **ctx) for name, h in spec['heads'].items()}
     for name, h in heads.items():
         if getattr(h, 'tie', False):
@@ -393,7 +409,7 @@ def _build_model(spec):
             if not isinstance(embed, nn.Embedding) or h.fc.weight.shape != embed.weight.shape:
                 raise SpecError([(('heads', name, 'tie'), "tie needs a `token` stem whose width equals the head's input width")])
             h.fc.weight = embed.weight
-    return Model(stem, stages, final_norm, pool, heads, aux=spec['input'].get('aux', 0))
+    return Model(stem, stages, final_norm, pool, heads, aux=spec['input'].get('aux', 0), neck=neck)
 
 # %% ../nbs/05_models.ipynb #75e8cbcb
 INITS = ('default', 'trunc_normal', 'gpt2', 'llama')

@@ -234,7 +234,7 @@ def resolve_component(value, kind: str, path=(), defaults=None, ctx=None, type_k
 TASKS = {'classify': 'cross_entropy', 'causal_lm': 'causal_lm'}   # task → its default loss
 TASK_DEFAULTS = {'causal_lm': {'causal': True}}                    # defaults a task implies
 MODEL_KEYS = ('name', 'description', 'task', 'input', 'dim', 'seed', 'model', 'stem', 'stages',
-              'final_norm', 'pool', 'heads', 'loss', 'train')
+              'final_norm', 'pool', 'neck', 'heads', 'loss', 'train')
 STAGE_KEYS = ('name', 'depth', 'dim', 'stride', 'downsample', 'layer', 'layers')
 INPUT_KEYS = {'shape': list[Annotated[int, Range(1)]], 'vocab': Annotated[int, Range(1)],
               'seq_len': Annotated[int, Range(1)], 'aux': Annotated[int, Range(0)], 'dtype': Literal['float', 'long']}
@@ -275,8 +275,8 @@ def _check_int(v, path, ctx, lo=0, what='an integer'):
     if (e := check_value(v, Annotated[int, Range(lo)])): ctx.err(path, e); return False
     return True
 
-def _resolve_stage(i, st, model_dim, defaults, ctx):
-    path = ['stages', i]
+def _resolve_stage(i, st, model_dim, defaults, ctx, path=None):
+    path = path or ['stages', i]
     if not isinstance(st, dict):
         ctx.err(path, f"a stage must be a mapping with `depth` and `layer` (or `layers`), got {_short(st)}")
         return st
@@ -392,7 +392,7 @@ def resolve(spec, source: str | None = None) -> dict:
     if seed is not None and (e := check_value(seed, int)): ctx.err(['seed'], e)
     out['seed'] = seed
     if 'model' in spec:
-        for k in ('stem', 'stages', 'final_norm', 'pool'):
+        for k in ('stem', 'stages', 'final_norm', 'pool', 'neck'):
             if k in spec: ctx.err([k], f"a registered `model` builds its own layers: drop `{k}` or drop `model`")
         out['model'] = resolve_component(spec['model'], 'models', ['model'], defaults, ctx)
     else:
@@ -406,6 +406,8 @@ def resolve(spec, source: str | None = None) -> dict:
         out['final_norm'] = None if fn is None else resolve_component(fn, 'norms', ['final_norm'], defaults, ctx)
         pool = spec.get('pool')
         out['pool'] = None if pool is None else resolve_component(pool, 'pools', ['pool'], defaults, ctx)
+        neck = spec.get('neck')
+        out['neck'] = None if neck is None else _resolve_stage(0, neck, dim, defaults, ctx, ['neck'])
     if dim is not None: out['dim'] = dim
     out['heads'] = _resolve_heads(spec.get('heads'), defaults, ctx)
     out['loss'] = _resolve_loss(spec.get('loss'), out['heads'], task, defaults, ctx)
