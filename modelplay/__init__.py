@@ -19,9 +19,13 @@ from .mixers import *
 from .blocks import *
 from .models import *
 from .zoo import *
+from .inspect import *
+from .checkpoint import *
+from .data import *
+from .train import *
 
 # %% ../nbs/99_api.ipynb #fa5c8728
 from . import registry as _registry, config as _config, spec as _spec, layers as _layers, mixers as _mixers, \
-    blocks as _blocks, models as _models, zoo as _zoo
+    blocks as _blocks, models as _models, zoo as _zoo, inspect as _inspect, checkpoint as _checkpoint, data as _data, train as _train
 __all__ = ['__version__', *_registry.__all__, *_config.__all__, *_spec.__all__, *_layers.__all__, *_mixers.__all__,
-           *_blocks.__all__, *_models.__all__, *_zoo.__all__]
+           *_blocks.__all__, *_models.__all__, *_zoo.__all__, *_inspect.__all__, *_checkpoint.__all__, *_data.__all__, *_train.__all__]

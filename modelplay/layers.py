@@ -69,14 +69,16 @@ class LowPrecisionLayerNorm(LayerNorm):
             return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(dtype)
 
 @NORMS.register('batch', aliases=('batchnorm', 'bn'))
-class BatchNorm(nn.BatchNorm1d):
-    "BatchNorm over the channel axis, statistics over batch and grid (as BatchNorm2d on NCHW)."
+class BatchNorm(nn.modules.batchnorm._BatchNorm):
+    "BatchNorm over the channel axis, statistics over batch and grid (exactly BatchNorm1d/2d on the channels-first view)."
     def __init__(self, dim: int, eps: Annotated[float, Range(0)] = 1e-5, momentum: Annotated[float, Range(0, 1)] = 0.1,
                  affine: bool = True):
         super().__init__(dim, eps=eps, momentum=momentum, affine=affine)
-    def forward(self, x):
+    def _check_input_dim(self, x):
+        if x.dim() < 2: raise ValueError(f"BatchNorm needs (B, ..., C) input, got {tuple(x.shape)}")
+    def forward(self, x):   # (B, *grid, C): the channels-first view of a channels-last tensor is free, and fast for convolutions
         if x.dim() == 2: return super().forward(x)
-        return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
+        return super().forward(x.movedim(-1, 1)).movedim(1, -1)
 
 @NORMS.register('group', aliases=('groupnorm', 'gn'))
 class GroupNorm(nn.GroupNorm):

@@ -346,13 +346,14 @@ def _resolve_heads(v, scope, ctx):
 
 def _resolve_loss(v, heads, task, scope, ctx):
     default = TASKS.get(task)
-    per_head = isinstance(v, dict) and 'type' not in v and v and all(k in heads for k in v)
+    names = list(heads) or ['label']   # a registered model without `heads` has one output, called 'label'
+    per_head = isinstance(v, dict) and 'type' not in v and v and all(k in names for k in v)
     if isinstance(v, dict) and 'type' not in v and not per_head:
-        bad = [k for k in v if k not in heads]
+        bad = [k for k in v if k not in names]
         for k in bad: ctx.err(['loss', str(k)], f"no head named {k!r}{did_you_mean(k, heads)} (heads: {', '.join(heads) or 'none'})")
         return None
     out = {}
-    for h in heads or ['label']:
+    for h in names:
         item = v.get(h, default) if per_head else (default if v is None else v)
         path = ['loss', h] if per_head else ['loss']
         weight = 1.0

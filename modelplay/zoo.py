@@ -34,7 +34,7 @@ def preset_data(name: str) -> str:
     return _DATA.get(name.split('/')[0], name.split('/')[0]) if '/' in name else ''
 
 # %% ../nbs/06_zoo.ipynb #77c3d628
-def example_input(spec: dict, batch: int = 1, device='cpu') -> tuple:
+def example_input(spec: dict, batch: int = 1, device="cpu") -> tuple:
     "A random input (and `aux`) of the shape `spec['input']` declares: `(x, aux or None)`."
     inp = spec['input']
     if 'vocab' in inp: x = torch.randint(0, inp['vocab'], (batch, inp['seq_len']), device=device)
