@@ -23,9 +23,10 @@ from .inspect import *
 from .checkpoint import *
 from .data import *
 from .train import *
+from .bench import *
+from .widgets import *
 
 # %% ../nbs/99_api.ipynb #fa5c8728
-from . import registry as _registry, config as _config, spec as _spec, layers as _layers, mixers as _mixers, \
-    blocks as _blocks, models as _models, zoo as _zoo, inspect as _inspect, checkpoint as _checkpoint, data as _data, train as _train
-__all__ = ['__version__', *_registry.__all__, *_config.__all__, *_spec.__all__, *_layers.__all__, *_mixers.__all__,
-           *_blocks.__all__, *_models.__all__, *_zoo.__all__, *_inspect.__all__, *_checkpoint.__all__, *_data.__all__, *_train.__all__]
+import sys as _sys
+_MODULES = ('registry', 'config', 'spec', 'layers', 'mixers', 'blocks', 'models', 'zoo', 'inspect', 'checkpoint', 'data', 'train', 'bench', 'widgets')
+__all__ = ['__version__'] + [n for m in _MODULES for n in _sys.modules[f'modelplay.{m}'].__all__]   # (`mp.bench` is the function)

@@ -520,6 +520,8 @@ def atomic_write_text(path, text: str):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix='.tmp', dir=path.parent)
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; the file gets the mode a plain open() would give it
     try:
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
             f.write(text); f.flush(); os.fsync(f.fileno())

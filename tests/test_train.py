@@ -15,7 +15,7 @@ MNIST_PRESETS = [n for n in mp.list_presets() if n.startswith('mnist/')]
 def mnist():
     return mp.load_data('mnist')
 
-LR = {'efficientnet': 1e-2, 'vit': 1e-3}   # the deep, narrow EfficientNets need a larger step to move in 20 steps; ViTs a smaller one
+LR = {'efficientnet_66k': 1e-2, 'vit': 1e-3}   # the deep, narrow EfficientNet needs a larger step to move in 20 steps; ViTs a smaller one
 
 @need_mnist
 @pytest.mark.parametrize('name', MNIST_PRESETS)
