@@ -999,9 +999,9 @@ d = { 'settings': { 'branch': 'main',
                                'modelplay.zoo.PresetTable.to_records': ('zoo.html#presettable.to_records', 'modelplay/zoo.py'),
                                'modelplay.zoo._si': ('zoo.html#_si', 'modelplay/zoo.py'),
                                'modelplay.zoo.derived_from': ('zoo.html#derived_from', 'modelplay/zoo.py'),
-                               'modelplay.zoo.example_input': ('zoo.html#example_input', 'modelplay/zoo.py'),
                                'modelplay.zoo.forward_flops': ('zoo.html#forward_flops', 'modelplay/zoo.py'),
                                'modelplay.zoo.preset_data': ('zoo.html#preset_data', 'modelplay/zoo.py'),
                                'modelplay.zoo.preset_family': ('zoo.html#preset_family', 'modelplay/zoo.py'),
                                'modelplay.zoo.preset_row': ('zoo.html#preset_row', 'modelplay/zoo.py'),
-                               'modelplay.zoo.presets': ('zoo.html#presets', 'modelplay/zoo.py')}}}
+                               'modelplay.zoo.presets': ('zoo.html#presets', 'modelplay/zoo.py'),
+                               'modelplay.zoo.spec_input': ('zoo.html#spec_input', 'modelplay/zoo.py')}}}

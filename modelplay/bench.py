@@ -16,7 +16,7 @@ from .registry import ModelplayError
 from .config import resolve_device, apply_threads
 from .spec import load_spec, atomic_write_text
 from .models import build
-from .zoo import forward_flops, example_input, preset_family, _si, _FAMILY
+from .zoo import forward_flops, spec_input, preset_family, _si, _FAMILY
 from .train import fit, evaluate, make_loss, amp_dtype
 
 # %% auto #0
@@ -318,7 +318,7 @@ def _measure_speed(row, spec, base, s, dev):
     cast = lambda: torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)
     cl = any(isinstance(m, nn.Conv2d) for m in base.modules()) and dev.type in ('cpu', 'cuda')
     def inputs(b):
-        x, aux = example_input(spec, b, dev)
+        x, aux = spec_input(spec, b, dev)
         if cl and x.dim() == 4: x = x.contiguous(memory_format=torch.channels_last)
         return x, aux
     call = lambda m, x, aux: m(x, aux) if aux is not None else m(x)

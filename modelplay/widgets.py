@@ -17,7 +17,7 @@ from .registry import REGISTRIES, Field, Range, ModelplayError, _EMPTY
 from .spec import SpecError, fmt_path, load_raw, load_spec, save_spec, yaml_load, list_presets, preset_dirs
 from .layers import DropPath
 from .models import Model, Stage, build
-from .zoo import example_input
+from .zoo import spec_input
 
 # %% auto #0
 __all__ = ['INPUT_PRESETS', 'TRAIN_DATASETS', 'fingerprint', 'model_parts', 'count_flops', 'Stats', 'spec_stats', 'stats_html',
@@ -82,7 +82,7 @@ def count_flops(model: nn.Module) -> dict:
              for m in ([part.downsample, *part.blocks] if isinstance(part, Stage) else [part]) if m is not None]
     tally = {}
     for k, m in units: _count_part(m, k, tally)
-    x, aux = example_input(model.spec, 1, 'meta')
+    x, aux = spec_input(model.spec, 1, "meta")
     was = model.training
     try:
         model.eval()

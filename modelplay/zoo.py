@@ -15,7 +15,7 @@ from .spec import list_presets, find_preset, load_spec, SpecError
 from .models import build
 
 # %% auto #0
-__all__ = ['preset_family', 'preset_data', 'example_input', 'forward_flops', 'PresetRow', 'preset_row', 'PresetTable', 'presets',
+__all__ = ['preset_family', 'preset_data', 'spec_input', 'forward_flops', 'PresetRow', 'preset_row', 'PresetTable', 'presets',
            'derived_from']
 
 # %% ../nbs/06_zoo.ipynb #1f0fc0ea
@@ -34,7 +34,7 @@ def preset_data(name: str) -> str:
     return _DATA.get(name.split('/')[0], name.split('/')[0]) if '/' in name else ''
 
 # %% ../nbs/06_zoo.ipynb #77c3d628
-def example_input(spec: dict, batch: int = 1, device="cpu") -> tuple:
+def spec_input(spec: dict, batch: int = 1, device="cpu") -> tuple:
     "A random input (and `aux`) of the shape `spec['input']` declares: `(x, aux or None)`."
     inp = spec['input']
     if 'vocab' in inp: x = torch.randint(0, inp['vocab'], (batch, inp['seq_len']), device=device)
@@ -45,7 +45,7 @@ def example_input(spec: dict, batch: int = 1, device="cpu") -> tuple:
 def forward_flops(model, batch: int = 1) -> int:
     "Forward FLOPs (2 × multiply-adds) of `model` on its declared input, counted on the meta device if the model is there."
     device = next(model.parameters()).device
-    x, aux = example_input(model.spec, batch, device)
+    x, aux = spec_input(model.spec, batch, device)
     was_training = model.training
     model.eval()   # batch statistics of one sample are undefined; eval mode costs the same FLOPs
     try:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 import modelplay as mp
-from modelplay.zoo import example_input
+from modelplay.zoo import spec_input
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted(p.relative_to(ROOT / 'configs').with_suffix('').as_posix() for p in (ROOT / 'configs').rglob('*.yaml'))
@@ -28,7 +28,7 @@ def test_preset(name, tmp_path):
     if n > 50_000_000:                                 # allocate, but no forward pass on this CPU
         assert n_params(mp.build(spec, seed=0)) == n; return
     model = mp.build(spec, seed=0)
-    x, aux = example_input(spec, batch=2)
+    x, aux = spec_input(spec, batch=2)
     run = lambda m: m(x, aux) if aux is not None else m(x)
     # the resolved spec, saved and reloaded, builds the same model: same count, same outputs (before any step moves BN stats)
     again = mp.build(mp.save_spec(spec, tmp_path / 'spec.yaml'), seed=0)
