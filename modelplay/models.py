@@ -38,6 +38,7 @@ class TokenStem(nn.Module):
         super().__init__()
         self.grid, self.prefix, self.out_dim = (seq_len,), 0, dim
         self.embed = nn.Embedding(vocab, dim)
+        nn.init.normal_(self.embed.weight, std=0.02)   # GPT/LLaMA scale: N(0, 1) would make a tied head's first logits ~50× too large
         self.pos, self.drop = _position(pos, dim, self.grid, 0), nn.Dropout(dropout)
     def forward(self, ids):
         x = self.embed(ids)

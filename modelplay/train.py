@@ -476,13 +476,14 @@ class ProgressBar(Callback):
                         leave=True, dynamic_ncols=True)
         self.last = 0
     def on_step_end(self, run):
-        if run.step % 10 and run.step != run.total_steps: return
+        if run.step % 10 and run.step != run.total_steps and not self.by_time: return
         now = int(run.elapsed) if self.by_time else run.step
         self.bar.update(max(0, min(now, self.bar.total or now) - self.last)); self.last = min(now, self.bar.total or now)
         acc = run.history.last.get('test_acc')
         self.bar.set_postfix(loss=f"{run.loss:.4f}", **({'acc': f"{acc:.4f}"} if acc is not None else {}))
     def on_eval_end(self, run): self.on_step_end(run)
     def on_fit_end(self, run):
+        if self.bar.total: self.bar.update(max(0, self.bar.total - self.last))   # a budget or step count used up: show it full
         if run.history.reason: self.bar.set_description(run.history.reason[:40])
         self.bar.close()
 
