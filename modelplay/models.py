@@ -365,6 +365,12 @@ def _input_context(inp):
     shape = inp['shape']
     return dict(in_chans=shape[0], grid=tuple(shape[1:]))
 
+def _check_grid(grid, path):
+    "Refuse a part that shrinks the token grid to nothing (it would fail inside forward)."
+    if grid is not None and any(g < 1 for g in grid):
+        raise SpecError([(tuple(path), f"the token grid shrinks to {tuple(grid)} here: lower the strides/pool sizes "
+                          f"before this point or use a larger input")])
+
 def _build_stages(stage_specs, width, grid, prefix, path0=None):
     stages, idx = [], 0
     n_layers = sum(st['depth'] for st in stage_specs)
@@ -374,6 +380,7 @@ def _build_stages(stage_specs, width, grid, prefix, path0=None):
         if st['downsample'] is not None:
             ds = _make('downsamples', st['downsample'], path + ['downsample'], dim=dim, in_dim=width, grid=grid, prefix=prefix)
             grid = ds.out_grid(grid) if hasattr(ds, 'out_grid') else grid
+            _check_grid(grid, path + ['downsample'])
             width = dim
         blocks = []
         for j in range(st['depth']):
@@ -387,6 +394,7 @@ def _build_stages(stage_specs, width, grid, prefix, path0=None):
             b = _make('blocks', lspec, lpath, dim=dim, in_dim=width, stride=stride, grid=grid, prefix=prefix,
                       layer_idx=idx, n_layers=n_layers)
             grid = b.out_grid(grid) if hasattr(b, 'out_grid') else grid
+            _check_grid(grid, lpath)
             blocks.append(b); width, idx = dim, idx + 1
         stages.append(Stage(ds, blocks))
     return stages, width, grid
@@ -396,6 +404,7 @@ def _build_model(spec):
     if 'model' in spec: return _make('models', spec['model'], ['model'], **ctx)
     stem = _make('stems', spec['stem'], ['stem'], dim=spec.get('dim', 0) or (spec['stages'][0]['dim'] if spec['stages'] else 0), **ctx)
     grid, prefix, width = stem.grid, stem.prefix, stem.out_dim
+    _check_grid(grid, ['stem'])
     stages, width, grid = _build_stages(spec['stages'], width, grid, prefix)
     final_norm = _make('norms', spec['final_norm'], ['final_norm'], dim=width) if spec['final_norm'] else None
     pool = _make('pools', spec['pool'], ['pool'], dim=width, grid=grid, prefix=prefix) if spec['pool'] else None
