@@ -6,7 +6,7 @@ Docs: https://modelplay.github.io/modelplay/models.html.md"""
 
 # %% ../nbs/05_models.ipynb #9ca928a6
 from __future__ import annotations
-import contextlib, copy, math
+import contextlib, copy, math, os
 from typing import Annotated, Literal
 import torch
 import torch.nn as nn
@@ -17,10 +17,10 @@ from .layers import make_norm, make_act, LearnedPosition, SinusoidalPosition
 import modelplay.mixers, modelplay.blocks   # registers the mixers and blocks
 
 # %% auto #0
-__all__ = ['INITS', 'TokenStem', 'PixelStem', 'PatchStem', 'ConvStem', 'ProgressivePatchStem', 'FlattenStem', 'ConvDownsample',
-           'LinearDownsample', 'PoolDownsample', 'MeanPool', 'MaxPool', 'ClsPool', 'FlattenPool', 'AdaptivePool',
-           'NoPool', 'LinearHead', 'MlpHead', 'CausalLMHead', 'CrossEntropy', 'CausalLMLoss', 'MSELoss', 'Stage',
-           'Model', 'model_loss', 'init_weights', 'build']
+__all__ = ['MAX_LAYERS', 'INITS', 'TokenStem', 'PixelStem', 'PatchStem', 'ConvStem', 'ProgressivePatchStem', 'FlattenStem',
+           'ConvDownsample', 'LinearDownsample', 'PoolDownsample', 'MeanPool', 'MaxPool', 'ClsPool', 'FlattenPool',
+           'AdaptivePool', 'NoPool', 'LinearHead', 'MlpHead', 'CausalLMHead', 'CrossEntropy', 'CausalLMLoss', 'MSELoss',
+           'Stage', 'Model', 'model_loss', 'init_weights', 'free_memory', 'tensor_bytes', 'check_fits', 'build']
 
 # %% ../nbs/05_models.ipynb #c69ebe1d
 def _position(kind, dim, grid, prefix):
@@ -371,9 +371,15 @@ def _check_grid(grid, path):
         raise SpecError([(tuple(path), f"the token grid shrinks to {tuple(grid)} here: lower the strides/pool sizes "
                           f"before this point or use a larger input")])
 
+MAX_LAYERS = 10_000   # deeper than any published network by an order of magnitude; more is a typo, not a model
+
 def _build_stages(stage_specs, width, grid, prefix, path0=None):
     stages, idx = [], 0
     n_layers = sum(st['depth'] for st in stage_specs)
+    if n_layers > MAX_LAYERS:
+        i = max(range(len(stage_specs)), key=lambda i: stage_specs[i]['depth'])
+        raise SpecError([(tuple((path0 or ['stages', i]) + ['depth']), f"{n_layers:,} layers in all is more than the "
+                          f"{MAX_LAYERS:,} a model may have: lower this depth")])
     for i, st in enumerate(stage_specs):
         path, dim = (path0 or ['stages', i]), st['dim']
         ds = None
@@ -452,12 +458,64 @@ def init_weights(model: nn.Module, scheme='default', std: float = 0.02, n_layers
         elif isinstance(m, nn.Embedding) and not m.weight.is_meta: nn.init.normal_(m.weight, std=std)
     return model
 
-# %% ../nbs/05_models.ipynb #82e8cf37
+# %% ../nbs/05_models.ipynb #39b96ad6
+def free_memory(device=None) -> int | None:
+    "Bytes free on `device` (default: the CPU): `MemAvailable` on Linux, total memory elsewhere; None where unknown (meta, mps)."
+    dev = torch.device(device) if device is not None else torch.device('cpu')
+    if dev.type == 'cuda': return torch.cuda.mem_get_info(dev)[0]
+    if dev.type != 'cpu': return None
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'): return int(line.split()[1]) * 1024
+    except OSError: pass
+    try: return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (ValueError, OSError, AttributeError): return None
+
+def _part_paths(model):
+    "`(spec path, module)` for the model's top-level parts."
+    if not isinstance(model, Model): return [(('model',), model)]
+    out = [(('stem',), model.stem)] + [(('stages', i), s) for i, s in enumerate(model.stages)]
+    out += [((k,), getattr(model, k)) for k in ('final_norm', 'pool', 'neck') if getattr(model, k, None) is not None]
+    return out + [(('heads', k), h) for k, h in model.heads.items()]
+
+def tensor_bytes(module: nn.Module, dtype=None) -> int:
+    "Bytes the parameters and buffers of `module` take (shared tensors counted once); `dtype` as if converted."
+    seen, n = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) in seen: continue
+        seen.add(id(t))
+        size = (torch.empty((), dtype=dtype).element_size() if dtype is not None and t.is_floating_point()
+                else t.element_size())
+        n += t.numel() * size
+    return n
+
+def _gb(n): return f'{n / 1e9:,.1f} GB' if n >= 1e8 else f'{n / 1e6:,.1f} MB'
+
+def check_fits(spec, device=None, dtype=None, limit=None):
+    "Raise `SpecError` when the model of the resolved `spec` would not fit in memory on `device` (nothing is allocated)."
+    limit = limit if limit is not None else free_memory(device)
+    if limit is None: return
+    inp = spec.get('input') or {}
+    one = 4 * math.prod(inp['shape']) if 'shape' in inp else 8 * inp.get('seq_len', 0)
+    if one > limit:
+        raise SpecError([(('input', 'shape' if 'shape' in inp else 'seq_len'), f"one input sample alone takes ~{_gb(one)}, "
+                          f"more than the {_gb(limit)} free on {torch.device(device or 'cpu')}: use a smaller input")])
+    with torch.device('meta'): meta = _build_model(spec)
+    need = tensor_bytes(meta, dtype)
+    if need <= limit: return
+    path, part = max(_part_paths(meta), key=lambda pm: tensor_bytes(pm[1], dtype))
+    raise SpecError([(path, f"this spec needs ~{_gb(need)} for its parameters and buffers ({_gb(tensor_bytes(part, dtype))} "
+                      f"here), more than the {_gb(limit)} free on {torch.device(device or 'cpu')}: build it with "
+                      f"device='meta' to inspect it, or lower its sizes (dim, depth, vocab, hidden)")])
+
+# %% ../nbs/05_models.ipynb #c74e81f4
 def build(spec, overrides=(), device=None, dtype=None, seed=None) -> nn.Module:
     "An `nn.Module` from a spec (dict, path, preset name or YAML), with `model.spec` the resolved spec."
     spec = load_spec(spec, overrides)
     seed = seed if seed is not None else spec.get('seed')
     dev = torch.device(device) if device is not None else None
+    if dev is None or dev.type != 'meta': check_fits(spec, dev or torch.get_default_device(), dtype)
     with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext():
         if seed is not None: torch.manual_seed(seed)
         with dev if dev is not None else contextlib.nullcontext():
