@@ -374,6 +374,10 @@ def fit(model, data=None, *, epochs=None, steps=None, budget=None, lr=None, opti
     else: loader = data.loader('train', batch_size=bs, device=dev, seed=seed, rank=rank, world_size=world,
                                channels_last=cl, drop_last=True)
     per_epoch = len(loader)
+    if per_epoch == 0:
+        n = len(data.train) // max(world, 1)
+        raise SpecError([(('train', 'batch_size'), f"batch_size={bs} is more than the {n:,} training samples"
+                          f"{' per rank' if world > 1 else ''} (the last, incomplete batch is dropped): use at most {n:,}")])
     total = recipe.get('steps') or (math.ceil(recipe['epochs'] * per_epoch) if recipe.get('epochs') else None)
     run = Run(model, History(), control or TrainControl(), dev, opt, data, recipe, total_steps=total,
               budget=parse_budget(recipe.get('budget')), rank=rank, world_size=world)
