@@ -421,10 +421,11 @@ class DenseBlock(Block):
 
 @BLOCKS.register('conv')
 class ConvBlock(Block):
-    "conv k×k (stride) → norm → act → optional max/avg pooling, on a (B, H, W, C) grid."
+    "conv k×k (stride) → norm → act → optional max/avg pooling, on a (B, H, W, C) grid (`pool_first`: conv → pool → norm → act)."
     def __init__(self, dim: int, kernel_size: Annotated[int, Range(1)] = 3, norm: Component['norms'] | None = 'batch',
                  act: Component['activations'] | None = 'relu', pool: Literal['none', 'max', 'avg'] = 'none',
-                 pool_size: Annotated[int, Range(1)] = 2, bias: bool = True, dropout: Annotated[float, Range(0, 1)] = 0.0,
+                 pool_size: Annotated[int, Range(1)] = 2, pool_first: bool = False, bias: bool = True,
+                 dropout: Annotated[float, Range(0, 1)] = 0.0,
                  in_dim: int | None = None, stride: int = 1, grid: tuple | None = None, prefix: int = 0):
         check_context('conv', dim, in_dim, stride, grid, prefix, widen=True, strides=True, image=True)
         super().__init__(dim, in_dim, stride)
@@ -432,12 +433,13 @@ class ConvBlock(Block):
         self.norm = _or_identity(build_part(NORMS, norm, ('norm',), dim=dim) if norm else None)
         self.act = _or_identity(build_part(ACTIVATIONS, act, ('act',)) if act else None)
         self.pool = None if pool == 'none' else (nn.MaxPool2d if pool == 'max' else nn.AvgPool2d)(pool_size)
-        self.drop = nn.Dropout(dropout)
+        self.drop, self.pool_first = nn.Dropout(dropout), pool_first
     def out_grid(self, grid):
         k, s, p = self.conv.kernel_size[0], self.stride, self.conv.padding[0]
         grid = tuple((n + 2 * p - k) // s + 1 for n in grid)
         return grid if self.pool is None else tuple(n // self.pool.kernel_size for n in grid)
+    def _pool(self, x): return x if self.pool is None else self.pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     def forward(self, x):
-        x = self.act(self.norm(self.conv(x)))
-        if self.pool is not None: x = self.pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.drop(x)
+        x = self.conv(x)
+        if self.pool_first: return self.drop(self.act(self.norm(self._pool(x))))
+        return self.drop(self._pool(self.act(self.norm(x))))

@@ -15,6 +15,7 @@ from .registry import REGISTRIES, MIXERS, MLPS, NORMS, ACTIVATIONS, did_you_mean
 from .spec import SpecError, fmt_path, prefix_paths, yaml_load
 from .layers import GRN, LearnedPosition
 from .mixers import attention_backend
+from .zoo import count_flops, compiler_absent
 from .models import Model, build
 
 # %% auto #0
@@ -210,8 +211,7 @@ def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _paddi
     return n
 
 def _counter():
-    from torch.utils.flop_counter import FlopCounterMode
-    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
+    return count_flops(custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
 
 def _run(mc, args, kwargs, keys):
     "One forward and backward of the meta model `mc`, counted."
@@ -241,15 +241,17 @@ def _measure(model, input=None, batch=1, mc=None) -> dict:
     args, kwargs = _inputs(model, input, batch)
     mc = mc if mc is not None else meta_copy(model)
     keys = [(k, mc.get_submodule(k)) for k, _ in _stages(model)]
-    try: res = _run(mc, args, kwargs, keys)
-    except ValueError as e:
-        if not mc.training or 'Expected more than 1 value per channel' not in str(e): raise
-        res = _run(mc.eval(), args, kwargs, keys)
+    with compiler_absent():
+        try: res = _run(mc, args, kwargs, keys)
+        except ValueError as e:
+            if not mc.training or 'Expected more than 1 value per channel' not in str(e): raise
+            res = _run(mc.eval(), args, kwargs, keys)
     res['input_shape'] = tuple(tuple(a.shape) for a in args) + tuple(tuple(v.shape) for v in kwargs.values())
     return res
 
 def flops(model: nn.Module, input=None, batch: int = 1) -> dict:
     "FLOPs (2 × multiply-adds) of one forward and of forward + backward, counted on a meta copy of `model`."
+    if not isinstance(model, nn.Module): model = build(model, device='meta')
     r = _measure(model, input, batch)
     return {'forward': r['flops_forward'], 'forward_backward': r['flops_forward_backward']}
 
@@ -308,12 +310,14 @@ class Summary:
 
 def _torchinfo(mc, args, kwargs, depth) -> str:
     import torchinfo
-    stats = torchinfo.summary(mc, input_data=kwargs or list(args), depth=depth, verbose=0, col_names=('output_size', 'num_params'),
-                              row_settings=('var_names',), device=torch.device('meta'))
+    with compiler_absent():
+        stats = torchinfo.summary(mc, input_data=kwargs or list(args), depth=depth, verbose=0, col_names=('output_size', 'num_params'),
+                                  row_settings=('var_names',), device=torch.device('meta'))
     return '\n'.join(l for l in str(stats).splitlines() if not l.startswith('Total mult-adds'))
 
 def summary(model: nn.Module, input=None, depth: int = 3) -> Summary:
-    "torchinfo's table, parameters by stage and group, FLOPs, activation memory and attention backend of `model`."
+    "torchinfo's table, parameters by stage and group, FLOPs, activation memory and attention backend of `model` (or of a spec or preset name, built on meta)."
+    if not isinstance(model, nn.Module): model = build(model, device='meta')
     mc, (args, kwargs) = meta_copy(model), _inputs(model, input)
     r, found = _measure(model, input, mc=mc), _attention(model)
     table = _torchinfo(mc, args, kwargs, depth)

@@ -6,17 +6,16 @@ Docs: https://modelplay.github.io/modelplay/zoo.html.md"""
 
 # %% ../nbs/06_zoo.ipynb #5362bd95
 from __future__ import annotations
-import math, re
+import contextlib, math, re, sys, types
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from .spec import list_presets, find_preset, load_spec, SpecError
 from .models import build
 
 # %% auto #0
-__all__ = ['preset_family', 'preset_data', 'spec_input', 'forward_flops', 'PresetRow', 'preset_row', 'PresetTable', 'presets',
-           'derived_from']
+__all__ = ['preset_family', 'preset_data', 'spec_input', 'compiler_absent', 'count_flops', 'forward_flops', 'PresetRow',
+           'preset_row', 'PresetTable', 'presets', 'derived_from']
 
 # %% ../nbs/06_zoo.ipynb #1f0fc0ea
 _FAMILY = {'sdn': 'dense', 'mlp': 'mlp', 'cnn': 'cnn', 'mh': 'cnn (multi-head)', 'convnext': 'convnext-v2', 'convnextv2': 'convnext-v2',
@@ -42,6 +41,37 @@ def spec_input(spec: dict, batch: int = 1, device="cpu") -> tuple:
     aux = torch.randn(batch, inp['aux'], device=device) if inp.get('aux') else None
     return x, aux
 
+class _CompilerAbsent(types.ModuleType):
+    """Stands in for `torch._dynamo` while FLOPs are counted in a process that has not loaded it. Parts of torch that
+    on meta tensors or under a dispatch mode wrap themselves in `torch._dynamo.disable` on first use, importing the compiler (~0.8 s)
+    only to switch it off; with no compiler loaded, nothing is being compiled and switching off is the identity."""
+    def __init__(self):
+        super().__init__('torch._dynamo'); self.wrapped = []
+    def disable(self, fn=None, recursive=True, wrapping=True):
+        self.wrapped.append(fn); return fn
+    def __getattr__(self, name):   # anything else really needs the compiler: hand over to it
+        if sys.modules.get('torch._dynamo') is self: del sys.modules['torch._dynamo']
+        import importlib
+        return getattr(importlib.import_module('torch._dynamo'), name)
+
+@contextlib.contextmanager
+def compiler_absent():
+    "Run shape-only (meta) code without importing `torch._dynamo` when it is not loaded yet (see `_CompilerAbsent`)."
+    stand_in = _CompilerAbsent() if 'torch._dynamo' not in sys.modules else None
+    if stand_in is not None: sys.modules['torch._dynamo'] = stand_in
+    try: yield
+    finally:
+        if stand_in is not None:
+            if sys.modules.get('torch._dynamo') is stand_in: del sys.modules['torch._dynamo']
+            for fn in stand_in.wrapped:   # forget the identity, so these go through the real compiler's switch later
+                if getattr(fn, '__dynamo_disable', None) is fn: delattr(fn, '__dynamo_disable')
+
+@contextlib.contextmanager
+def count_flops(**kwargs):
+    "torch's `FlopCounterMode` (display off; `kwargs` passed on), without importing the compiler when it is not loaded."
+    from torch.utils.flop_counter import FlopCounterMode
+    with compiler_absent(), FlopCounterMode(display=False, **kwargs) as fc: yield fc
+
 def forward_flops(model, batch: int = 1) -> int:
     "Forward FLOPs (2 × multiply-adds) of `model` on its declared input, counted on the meta device if the model is there."
     device = next(model.parameters()).device
@@ -49,7 +79,7 @@ def forward_flops(model, batch: int = 1) -> int:
     was_training = model.training
     model.eval()   # batch statistics of one sample are undefined; eval mode costs the same FLOPs
     try:
-        with FlopCounterMode(display=False) as fc, torch.no_grad(): model(x, aux) if aux is not None else model(x)
+        with count_flops() as fc, torch.no_grad(): model(x, aux) if aux is not None else model(x)
     finally: model.train(was_training)
     return fc.get_total_flops()
 
@@ -101,7 +131,7 @@ def presets(pattern: str | None = None, flops: bool = True) -> PresetTable:
     if pattern: names = [n for n in names if fnmatch.fnmatch(n, pattern) or pattern in n]
     return PresetTable([preset_row(n, flops) for n in names])
 
-# %% ../nbs/06_zoo.ipynb #4b587ca4
+# %% ../nbs/06_zoo.ipynb #dc37014e
 def derived_from(a: str, b: str) -> list:
     "The spec paths where presets `a` and `b` differ (resolved), ignoring `name` and `description`."
     def walk(x, y, path=()):

@@ -60,3 +60,16 @@ def test_presets_table_lists_everything():
     assert len(t) == len([p for p in PRESETS if p.startswith('mnist/')])
     assert t['mnist/cnn_421k'].params == 421_834 and t['mnist/cnn_421k'].flops > 0
     assert 'mnist/vit_38k' in repr(t) and '<table>' in t._repr_html_()
+
+def test_counting_flops_does_not_import_the_compiler():
+    "The first summary in a new process stays fast: counting FLOPs must not pull in torch._dynamo (~0.8 s)."
+    import subprocess, sys
+    code = ("import sys, torch, modelplay as mp; a = mp.summary('mnist/vit_38k').flops_forward_backward; "
+            "print('torch._dynamo' in sys.modules)\n"
+            # afterwards the real compiler loads and works, and counting under it gives the same figures
+            "import torch._dynamo; assert hasattr(torch._dynamo, 'optimize'), 'stand-in left behind'\n"
+            "f = torch.compile(lambda x: torch.sin(x) + 1, backend='eager'); assert f(torch.zeros(2)).tolist() == [1.0, 1.0]\n"
+            "assert mp.summary('mnist/vit_38k').flops_forward_backward == a\nprint('ok')")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ['False', 'ok'], out.stdout[-2000:]
