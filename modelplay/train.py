@@ -216,7 +216,10 @@ def evaluate(model, data, split: str = 'test', batch_size: int = 1000, device=No
     if lm:
         seq_len = seq_len or spec['input']['seq_len']
         loader = data.loader(split, batch_size=min(batch_size, 32), seq_len=seq_len, steps=max_batches or 20, seed=1234, device=dev)
-    else: loader = data.loader(split, batch_size=batch_size, device=dev, shuffle=False)
+    else:
+        cl = any(isinstance(m, nn.Conv2d) and m.weight.is_contiguous(memory_format=torch.channels_last)
+                 and not m.weight.is_contiguous() for m in model.modules())
+        loader = data.loader(split, batch_size=batch_size, device=dev, shuffle=False, channels_last=cl)
     was_training = model.training; model.eval()
     total, n, correct = 0.0, 0, {}
     try:
@@ -430,6 +433,15 @@ def fit(model, data=None, *, epochs=None, steps=None, budget=None, lr=None, opti
                     for cb in cbs: cb.on_eval_end(run)
     except KeyboardInterrupt:
         run.control.stop('interrupted (Ctrl-C)')
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not _is_oom(e): raise
+        out = loss = None
+        opt.zero_grad(set_to_none=True)
+        if dev.type == 'cuda': torch.cuda.empty_cache()
+        run.control.stop(f"out of memory on {dev} at step {run.step + 1} with batch_size={bs}{' per rank' if world > 1 else ''}; "
+                         f"stopped there, with the weights after step {run.step}. Try batch_size={max(1, bs // 2)}"
+                         f"{', amp=bf16' if dev.type == 'cuda' and dtype is None else ''}, or a smaller model "
+                         f"(mp.summary(model) shows its activation memory per sample)")
     finally:
         h = run.history
         h.wall_time = run.elapsed
@@ -443,6 +455,10 @@ def fit(model, data=None, *, epochs=None, steps=None, budget=None, lr=None, opti
             import torch.distributed as dist
             dist.destroy_process_group()
     return run.history
+
+def _is_oom(e) -> bool:
+    "An allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or 'out of memory' in str(e).lower()
 
 SNAPSHOT_EVERY = 50   # steps between copies of the last good weights (restored when the loss turns non-finite)
 
