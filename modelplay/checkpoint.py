@@ -6,7 +6,7 @@ Docs: https://modelplay.github.io/modelplay/checkpoint.html.md"""
 
 # %% ../nbs/08_checkpoint.ipynb #2c1b75e2
 from __future__ import annotations
-import dataclasses, html, json, math, os, pickle, re, secrets, shutil, socket, struct
+import dataclasses, html, json, math, os, pickle, re, secrets, shutil, socket, struct, sys, zlib
 from pathlib import Path
 import torch
 import torch.nn as nn
@@ -39,7 +39,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def _shape(t) -> str: return str(tuple(t.shape))
 
 # %% ../nbs/08_checkpoint.ipynb #b9f053e1
-HEADER_KEYS = ('format', 'spec', 'modelplay_version', 'torch_version', 'extra', 'tied')
+HEADER_KEYS = ('format', 'spec', 'modelplay_version', 'torch_version', 'extra', 'tied', 'crc32')
+
+def _crc(t: torch.Tensor) -> int:
+    "CRC-32 of a contiguous CPU tensor's bytes, as safetensors stores them (little-endian)."
+    return zlib.crc32(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else 0
 
 def _plain_data(v):
     "`json.dumps` fallback: tensors and numpy values as numbers or lists, paths as strings."
@@ -114,6 +118,9 @@ def save_checkpoint(model: nn.Module, path, **extra) -> Path:
     "Write `model`'s weights to `path` as safetensors, with its spec, the versions and `extra` (step, metrics, …) in the header; atomic."
     import modelplay
     path, model = Path(path), _unwrap(model)
+    if path.is_dir(): raise CheckpointError(f"{path}: is a folder; give a file path such as {path / 'model.safetensors'}")
+    if (parent := next((a for a in path.parents if a.exists()), None)) is not None and not parent.is_dir():
+        raise CheckpointError(f"{path}: cannot be written: {parent} is a file, not a folder")
     header = {'format': 'pt', 'modelplay_version': str(getattr(modelplay, '__version__', '')), 'torch_version': torch.__version__}
     spec = getattr(model, 'spec', None)
     if spec is not None: header['spec'] = _to_json(spec, path, 'the model spec')
@@ -121,6 +128,7 @@ def save_checkpoint(model: nn.Module, path, **extra) -> Path:
     header['extra'] = _to_json(extra, path, 'extra')
     tensors, tied = _state_for_saving(model, path)
     if tied: header['tied'] = json.dumps(tied)
+    if sys.byteorder == 'little': header['crc32'] = json.dumps({n: _crc(t) for n, t in tensors.items()})
     st = _safetensors()
     try: return _write_atomic(path, lambda tmp: st.save_file(tensors, str(tmp), metadata=header))
     except Exception as e:
@@ -165,6 +173,9 @@ def _read_header(path: Path) -> tuple[dict, dict]:
         end = max(end, hi)
     if end > size - 8 - n:
         raise CheckpointError(f"{path}: truncated: its tensors need {end:,} bytes of data, but only {size - 8 - n:,} are there")
+    if end < size - 8 - n:   # safetensors' data section is exactly what the tensors cover
+        raise CheckpointError(f"{path}: damaged header: its tensors cover {end:,} bytes of data, but {size - 8 - n:,} follow the "
+                              f"header (its length field was changed, or bytes were added)")
     return header, meta
 
 def _meta_json(path, meta, key, default, kind):
@@ -198,6 +209,11 @@ def _read_safetensors(path: Path) -> dict:
     tied = _meta_json(path, meta, 'tied', {}, dict)
     try: tensors = _safetensors().load_file(str(path), device='cpu')
     except Exception as e: raise CheckpointError(f"{path}: could not read the tensors: {type(e).__name__}: {e}") from None
+    sums = _meta_json(path, meta, 'crc32', {}, dict) if sys.byteorder == 'little' else {}
+    for name, want in sums.items():
+        if name in tensors and _crc(tensors[name]) != want:
+            raise CheckpointError(f"{path}: damaged data: the bytes of tensor {name!r} do not match the CRC-32 stored when it was "
+                                  f"saved ({_crc(tensors[name]):08x}, expected {want:08x}): the file changed after it was written")
     for alias, kept in tied.items():
         if kept in tensors: tensors[alias] = tensors[kept]
     return tensors

@@ -219,7 +219,7 @@ def _data_name(given: str | None, spec: dict, source: str) -> str:
 
 def _run_dir(spec: dict, source: str, root='runs') -> Path:
     "A fresh `runs/<name>-<YYYYmmdd-HHMMSS>` folder name for a training run."
-    name = re.sub(r'[^\w.-]+', '_', spec.get('name') or Path(source).stem) or 'model'
+    name = re.sub(r'[^\w.-]+', '_', spec.get('name') or Path(source).stem).strip('.') or 'model'   # one plain, visible folder name
     base = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out, i = base, 1
     while out.exists(): i += 1; out = base.with_name(f"{base.name}-{i}")
@@ -270,6 +270,30 @@ def _launch_ddp(argv: list, nproc: int, out: Path, quiet: bool) -> int:
     return EXIT_INTERRUPTED if seen else code
 
 # %% ../nbs/13_cli.ipynb #80219f32
+def _check_out_dir(out: Path):
+    "Refuse an output folder that is a file (or lies under one) before any work starts."
+    if (a := next((a for a in (out, *out.parents) if a.exists()), None)) is not None and not a.is_dir():
+        raise CLIError(f"--out {out}: {'is a file' if a == out else f'{a} is a file'}, not a folder")
+
+def _make_out_dir(out: Path):
+    "Create the output folder `out` (refusing a file in its place); returns a function that removes what this made, if still empty."
+    _check_out_dir(out)
+    made = [a for a in (out, *out.parents) if not a.exists()]   # deepest first
+    out.mkdir(parents=True, exist_ok=True)
+    def undo():
+        for a in made:
+            if not a.is_dir() or any(a.iterdir()): break
+            a.rmdir()
+    return undo
+
+def _check_out_file(path, flag: str):
+    "Refuse an output file that is a folder (or lies under a file) before any work starts."
+    if path is None: return
+    path = Path(path)
+    if path.is_dir(): raise CLIError(f"{flag} {path}: is a folder; give a file name inside it")
+    if (a := next((a for a in path.parents if a.exists()), None)) is not None and not a.is_dir():
+        raise CLIError(f"{flag} {path}: {a} is a file, not a folder")
+
 def _train_command(args) -> int:
     "`modelplay train`: build, fit, report and save; 0 when done, 130 after Ctrl-C, 143 after SIGTERM."
     spec = _length(_load(args.spec, args.overrides), args.epochs, args.steps, args.budget)
@@ -280,11 +304,27 @@ def _train_command(args) -> int:
         from modelplay.config import resolve_device
         resolve_device(args.device)   # an unknown or absent device is refused before the data is loaded
     if args.nproc > 1 and world == 1: return _launch_ddp(args.argv, args.nproc, out, args.quiet)
-    made = rank == 0 and not out.exists()
-    if rank == 0: out.mkdir(parents=True, exist_ok=True)   # an unwritable --out is refused now, not after the training
+    undo = _make_out_dir(out) if rank == 0 else (lambda: None)   # an unwritable --out is refused now, not after the training
     try: return _train_run(args, spec, data, out, rank)
-    finally:
-        if made and out.is_dir() and not any(out.iterdir()): out.rmdir()   # nothing saved: no empty folder left behind
+    finally: undo()   # nothing saved: no empty folders left behind
+
+def _check_fits(spec: dict, dataset, source: str):
+    "Refuse, before building and training, a model whose task, input or class count does not match the data set."
+    inp, name = spec.get('input') or {}, dataset.name
+    task = spec.get('task', 'classify')
+    if task != dataset.task:
+        raise CLIError(f"{source} is a {task} model but {name} is a {dataset.task} data set: pick a preset made for it (--data, or another spec)")
+    if task == 'causal_lm':
+        if inp.get('vocab', 0) < (dataset.vocab or 0):
+            raise CLIError(f"{source} has a vocabulary of {inp.get('vocab')} but {name} has {dataset.vocab} symbols: override input.vocab={dataset.vocab}")
+        return
+    if 'shape' in inp and tuple(inp['shape']) != tuple(dataset.shape):
+        raise CLIError(f"{source} takes input {list(inp['shape'])} but {name} has {list(dataset.shape)}: "
+                       f"override input.shape={list(dataset.shape)} or pick a preset sized for it")
+    heads = [h for h in (spec.get('heads') or {}).values() if isinstance(h, dict) and isinstance(h.get('classes'), int)]
+    if len(heads) == 1 and isinstance(dataset.n_classes, int) and heads[0]['classes'] < dataset.n_classes:
+        raise CLIError(f"{source} predicts {heads[0]['classes']} classes but {name} has {dataset.n_classes}: "
+                       f"override heads.<name>.classes={dataset.n_classes}")
 
 def _train_run(args, spec: dict, data: str, out: Path, rank: int) -> int:
     "Load, build, fit; rank 0 reports and saves."
@@ -293,6 +333,7 @@ def _train_run(args, spec: dict, data: str, out: Path, rank: int) -> int:
     from modelplay.train import fit, TrainControl
     quiet = args.quiet or rank != 0
     dataset = load_data(data)
+    _check_fits(spec, dataset, args.spec)
     model = build(spec, seed=args.seed)
     n = sum(p.numel() for p in model.parameters())
     name = spec.get('name') or args.spec
@@ -355,6 +396,7 @@ def _bench_command(args) -> int:
     from modelplay.bench import bench
     specs, overrides = _split_specs(args.words)
     if not specs: raise CLIError("bench needs at least one spec (a preset name or a YAML path)")
+    _check_out_file(args.out, '--out'); _check_out_file(args.plot, '--plot')   # refused before anything is measured
     items = _bench_items(specs, overrides)
     data = args.data or (_common_data(specs, overrides) if args.budget or args.steps else None)
     if args.plot and data is None: raise CLIError("--plot draws accuracy against size: give --data (or --budget/--steps)")
@@ -386,19 +428,21 @@ def _demo_command(args) -> int:
     from modelplay.data import load_data
     from modelplay.spec import atomic_write_text
     out = Path(args.out)
-    _say(f"modelplay demo: {' and '.join(DEMO_PRESETS)} on MNIST, {args.budget} of training each", quiet=args.quiet)
-    data = load_data('mnist')
-    print(_compare_text(DEMO_PRESETS), end='\n\n', flush=True)
-    from modelplay.bench import bench
-    with contextlib.redirect_stdout(sys.stderr):
-        table = bench(list(DEMO_PRESETS), data=data, budget=args.budget, progress=not args.quiet,
-                      **({'device': args.device} if args.device else {}))
-    print(table, flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / 'bench.md', table.to_markdown()); table.to_json(out / 'bench.json')
-    _plot(table, out / 'bench.png', quiet=True)
-    print(f"wrote {out}/: bench.md bench.json bench.png", flush=True)
-    return EXIT_OK
+    undo = _make_out_dir(out)   # an unwritable --out is refused now, not after the training
+    try:
+        _say(f"modelplay demo: {' and '.join(DEMO_PRESETS)} on MNIST, {args.budget} of training each", quiet=args.quiet)
+        data = load_data('mnist')
+        print(_compare_text(DEMO_PRESETS), end='\n\n', flush=True)
+        from modelplay.bench import bench
+        with contextlib.redirect_stdout(sys.stderr):
+            table = bench(list(DEMO_PRESETS), data=data, budget=args.budget, progress=not args.quiet,
+                          **({'device': args.device} if args.device else {}))
+        print(table, flush=True)
+        atomic_write_text(out / 'bench.md', table.to_markdown()); table.to_json(out / 'bench.json')
+        _plot(table, out / 'bench.png', quiet=True)
+        print(f"wrote {out}/: bench.md bench.json bench.png", flush=True)
+        return EXIT_OK
+    finally: undo()   # nothing written: no empty folders left behind
 
 # %% ../nbs/13_cli.ipynb #52e6a12b
 def _budget(text):
@@ -416,7 +460,13 @@ def _positive(text):
 def _nonneg_float(text):
     try: v = float(text)
     except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v >= 0: raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    if not 0 <= v < float('inf'): raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text}")
+    return v
+
+def _positive_float(text):
+    try: v = float(text)
+    except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v < float('inf'): raise argparse.ArgumentTypeError(f"must be a finite number more than 0, got {text}")
     return v
 
 _SPEC_HELP = "a preset name (mnist/cnn_8k; `modelplay list` shows them) or a YAML file"
@@ -464,7 +514,7 @@ def _add_commands(sub) -> None:
     p.add_argument('--data', help="data set (mnist, fashion_mnist, cifar10, cifar100, tinyshakespeare, synthetic); "
                                   "default: the spec's train.data, else the preset's folder")
     g = p.add_mutually_exclusive_group()
-    g.add_argument('--epochs', type=_nonneg_float, help='epochs (may be fractional)')
+    g.add_argument('--epochs', type=_positive_float, help='epochs (may be fractional)')
     g.add_argument('--steps', type=_positive, help='optimizer steps')
     g.add_argument('--budget', type=_budget, help='wall time: 30s, 2m, 1h')
     p.add_argument('--batch-size', type=_positive); p.add_argument('--lr', type=_nonneg_float, help='peak learning rate')

@@ -6,7 +6,7 @@ Docs: https://modelplay.github.io/modelplay/data.html.md"""
 
 # %% ../nbs/09_data.ipynb #f7f0702d
 from __future__ import annotations
-import builtins, dataclasses, functools, gzip, hashlib, math, os, pickle, re, shutil, tempfile, zlib
+import builtins, dataclasses, functools, gzip, hashlib, io, math, os, pickle, re, shutil, tempfile, zlib
 from pathlib import Path
 import numpy as np
 import torch
@@ -40,13 +40,28 @@ def _magic_text(magic) -> str:
     kind = _IDX_TYPES.get((magic >> 8) & 0xFF, (None, 'unknown type'))[1]
     return f"IDX {kind}, {magic & 0xFF} dimension(s)"
 
+def _file_bytes(path) -> bytes:
+    "The bytes of the file `path`; `DataError` naming it when it is a folder, missing, unreadable or empty."
+    try: raw = Path(path).read_bytes()
+    except IsADirectoryError: raise DataError(f"{path}: is a folder, expected a file") from None
+    except FileNotFoundError: raise DataError(f"{path}: no such file") from None
+    except PermissionError: raise DataError(f"{path}: not readable (permission denied)") from None
+    if not raw: raise DataError(f"{path}: empty file (0 bytes): an interrupted copy or download? Delete it and fetch it again")
+    return raw
+
 def _read_bytes(path) -> bytearray:
     "The bytes of `path`, gunzipped when they start with the gzip magic."
-    raw = Path(path).read_bytes()
-    if raw[:2] != b'\x1f\x8b': return bytearray(raw)
-    try: return bytearray(gzip.decompress(raw))
+    raw = _file_bytes(path)
+    if raw[:2] != b'\x1f\x8b':
+        if str(path).endswith('.gz') and raw[:2] != b'\0\0':   # neither gzip nor IDX (whose magic starts with two zero bytes)
+            raise DataError(f"{path}: not gzip data (a .gz file starts with the bytes 1f 8b; this one starts with {raw[:12]!r}), "
+                            "nor an unpacked IDX file: a web page or a failed download saved in its place? Delete it and fetch it again")
+        return bytearray(raw)
+    try: out = bytearray(gzip.decompress(raw))
     except (EOFError, OSError, zlib.error) as e:
         raise DataError(f"{path}: the gzip data is truncated or corrupt ({e}); delete the file and fetch it again") from None
+    if not out: raise DataError(f"{path}: the gzip data holds nothing (0 bytes once unpacked)")
+    return out
 
 def read_idx(path, magic: int | None = None) -> torch.Tensor:
     "The array in IDX file `path` (gzipped or raw); `DataError` if its magic number is not `magic` or its size disagrees with its header."
@@ -77,13 +92,13 @@ _LABEL_LIMITS = {'label': 10, 'fine': 100, 'coarse': 20}
 def _check_labels(path, labels: dict):
     for k, y in labels.items():
         if len(y) and int(y.max()) >= _LABEL_LIMITS[k]:
-            raise DataError(f"{path}: {k} label {int(y.max())} is out of range (expected 0..{_LABEL_LIMITS[k] - 1})")
+            raise DataError(f"{path}: {'' if k == 'label' else k + ' '}label {int(y.max())} is out of range (expected 0..{_LABEL_LIMITS[k] - 1})")
 
 def read_cifar_bin(path, cifar100: bool = False) -> tuple:
     "Images (N, 3, 32, 32) uint8 and labels from a CIFAR binary file: (N,) int64, or for CIFAR-100 a dict with `fine` and `coarse`."
     nlab = 2 if cifar100 else 1
-    rec, buf = nlab + _CIFAR_PIXELS, bytearray(Path(path).read_bytes())
-    if not buf or len(buf) % rec:
+    rec, buf = nlab + _CIFAR_PIXELS, bytearray(_file_bytes(path))
+    if len(buf) % rec:
         raise DataError(f"{path}: {len(buf):,} bytes is not a whole number of {rec:,}-byte records "
                         f"({nlab} label byte(s) + 3072 pixel bytes): truncated, or not a CIFAR-{100 if cifar100 else 10} binary file")
     recs = torch.frombuffer(buf, dtype=torch.uint8).view(-1, rec)
@@ -118,7 +133,7 @@ class _CifarUnpickler(pickle.Unpickler):
 
 def read_cifar_pickle(path):
     "The object in a CIFAR python-version file, unpickled with only numpy arrays and plain containers allowed."
-    with open(path, 'rb') as f:
+    with io.BytesIO(_file_bytes(path)) as f:
         try: return _CifarUnpickler(f, path).load()
         except DataError: raise
         except Exception as e:
@@ -222,8 +237,11 @@ _CIFAR = {'cifar10': (('cifar-10-batches-bin', [f'data_batch_{i}.bin' for i in r
           'cifar100': (('cifar-100-binary', ['train.bin'], 'test.bin'), ('cifar-100-python', ['train'], 'test'))}
 
 def _idx_path(folder, file) -> Path | None:
-    "The gzipped or unpacked copy of `file` in `folder`, or None."
-    return next((p for p in (folder / file, folder / file.removesuffix('.gz')) if p.is_file()), None)
+    "The gzipped or unpacked copy of `file` in `folder`, or None; `DataError` when a folder sits where it should be."
+    found = next((p for p in (folder / file, folder / file.removesuffix('.gz')) if p.is_file()), None)
+    if found is None and (d := next((p for p in (folder / file, folder / file.removesuffix('.gz')) if p.is_dir()), None)):
+        raise DataError(f"{d}: is a folder, expected the file {file}" + (f" (or unpacked: {file[:-3]})" if file.endswith('.gz') else ''))
+    return found
 
 def _how_to_get(key, folder, remotes, why) -> DataError:
     also = ''
@@ -491,7 +509,7 @@ def _read_cifar(key, folder) -> Dataset:
     return Dataset(key, 'classify', Split(xs, ys), Split(*read(test_file)), classes, (3, 32, 32), augment='crop_flip', source=str(folder))
 
 def _read_text(path, key) -> Dataset:
-    try: return from_text(path.read_text(encoding='utf-8'), key, source=str(path))
+    try: return from_text(_file_bytes(path).decode('utf-8'), key, source=str(path))
     except UnicodeDecodeError as e: raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 def _pick_labels(ds: Dataset, labels) -> Dataset:

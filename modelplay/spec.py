@@ -6,7 +6,7 @@ Docs: https://modelplay.github.io/modelplay/spec.html.md"""
 
 # %% ../nbs/01_spec.ipynb #976c582e
 from __future__ import annotations
-import copy, enum, io, json, math, os, re, tempfile, types
+import copy, enum, errno, io, json, math, os, re, tempfile, types
 from collections import ChainMap
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -449,6 +449,9 @@ def _loader():
         _LOADER = Loader
     return _LOADER
 
+def _line_col(text: str, pos: int) -> str:
+    return f"{text.count(chr(10), 0, pos) + 1}:{pos - text.rfind(chr(10), 0, pos)}"
+
 def yaml_load(text: str, source: str = '<string>'):
     "Parse YAML `text`; errors name `source`, line and column."
     yaml = _yaml()
@@ -457,7 +460,12 @@ def yaml_load(text: str, source: str = '<string>'):
         m = e.problem_mark or e.context_mark
         where = f"{source}:{m.line + 1}:{m.column + 1}" if m else source
         raise SpecError(f"{where}: {e.problem or e.context}") from None
+    except yaml.reader.ReaderError as e:   # a control character (NUL, ...) YAML does not allow in text
+        ch = chr(e.character) if isinstance(e.character, int) else e.character
+        raise SpecError(f"{source}:{_line_col(text, e.position)}: character {ch!r} is not allowed in YAML text") from None
     except yaml.YAMLError as e: raise SpecError(f"{source}: {e}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: nested too deeply to read (thousands of brackets or indents): is it really a spec?") from None
 
 # %% ../nbs/01_spec.ipynb #a5d24d40
 def parse_override(item: str):
@@ -518,6 +526,9 @@ def to_yaml(spec) -> str:
 def atomic_write_text(path, text: str):
     "Write `text` to `path` through a temporary file in the same folder and an atomic rename."
     path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(errno.EISDIR, 'Is a folder, not a file', str(path))
+    if (a := next((a for a in path.parents if a.exists()), None)) is not None and not a.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, 'Not a folder', str(a))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix='.tmp', dir=path.parent)
     umask = os.umask(0); os.umask(umask)
@@ -566,12 +577,19 @@ def find_preset(name: str) -> Path:
                     f"(looked in: {', '.join(map(str, preset_dirs())) or 'no configs folder found'})")
 
 # %% ../nbs/01_spec.ipynb #3b5cf3e7
+def _near_files(path: Path) -> str:
+    "'; did you mean …' with the YAML files beside `path` whose names are close to its name."
+    try: names = [p.name for p in path.parent.iterdir() if p.suffix in ('.yaml', '.yml') and p.is_file()]
+    except OSError: return ''
+    hits = suggest(path.name, names)
+    return f"; did you mean {' or '.join(repr(str(path.parent / h)) for h in hits)}?" if hits else ''
+
 def read_spec_file(path) -> dict:
     "Read a YAML spec file; clear errors for a missing, unreadable, empty or non-mapping file."
     path = Path(path)
     if path.is_dir(): raise SpecError(f"{path}: is a folder, expected a YAML file")
     try: text = path.read_text(encoding='utf-8')
-    except FileNotFoundError: raise SpecError(f"{path}: no such file") from None
+    except FileNotFoundError: raise SpecError(f"{path}: no such file{_near_files(path)}") from None
     except PermissionError: raise SpecError(f"{path}: not readable (permission denied)") from None
     except UnicodeDecodeError as e: raise SpecError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     data = yaml_load(text, str(path))

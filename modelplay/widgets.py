@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from .registry import REGISTRIES, Field, Range, ModelplayError, _EMPTY
-from .spec import SpecError, fmt_path, load_raw, load_spec, save_spec, yaml_load, list_presets, preset_dirs
+from .spec import SpecError, check_value, fmt_path, load_raw, load_spec, save_spec, yaml_load, list_presets, preset_dirs
 from .layers import DropPath
 from .models import Model, Stage, build
 from .zoo import spec_input
@@ -57,7 +57,11 @@ def model_parts(model: nn.Module) -> list:
 _FLOPS: dict = {}      # (fingerprint, input shapes and strides) → (flops, output shape, stride, dtype)
 _FLOPS_MAX = 4096
 
-def _count_part(module, part, tally):
+class _PartFailed(Exception):
+    "A unit's forward raised `error`; `path` is where the unit sits in the spec."
+    def __init__(self, path, error): super().__init__(path, error); self.path, self.error = path, error
+
+def _count_part(module, part, tally, where=None):
     "Make `module.forward` (this instance only) count its FLOPs into `tally[part]`, or answer from the cache without running."
     forward, fp = module.forward, fingerprint(module)
     def counted(*args, **kwargs):
@@ -67,7 +71,10 @@ def _count_part(module, part, tally):
             if (hit := _FLOPS.get(key)) is not None:
                 tally[part] = tally.get(part, 0) + hit[0]
                 return torch.empty_strided(hit[1], hit[2], dtype=hit[3], device=args[0].device)
-        with FlopCounterMode(display=False) as counter: out = forward(*args, **kwargs)
+        try:
+            with FlopCounterMode(display=False) as counter: out = forward(*args, **kwargs)
+        except _PartFailed: raise
+        except Exception as e: raise _PartFailed(where or (part,), e) from e
         n = counter.get_total_flops()
         tally[part] = tally.get(part, 0) + n
         if key is not None and isinstance(out, torch.Tensor):
@@ -76,20 +83,38 @@ def _count_part(module, part, tally):
         return out
     module.forward = counted
 
+def _spec_path(part: str) -> tuple:
+    "'stages.0' → ('stages', 0), 'heads.label' → ('heads', 'label'), 'stem' → ('stem',)."
+    head, _, rest = part.partition('.')
+    return (head,) if not rest else (head, int(rest) if head == 'stages' else rest)
+
+def _units(model: nn.Module) -> list:
+    "(part, spec path, module) of each separately counted piece: a stage's downsample and each of its blocks, every other part whole."
+    out, spec = [], getattr(model, 'spec', None) or {}
+    for k, part in model_parts(model):
+        path = _spec_path(k)
+        if not isinstance(part, Stage): out.append((k, path, part)); continue
+        st = spec.get(path[0]) if len(path) == 1 else (spec.get('stages') or [{}])[path[1]]
+        per_layer = isinstance(st, dict) and isinstance(st.get('layers'), list)
+        if part.downsample is not None: out.append((k, path + ('downsample',), part.downsample))
+        out += [(k, path + (('layers', j) if per_layer else ('layer',)), b) for j, b in enumerate(part.blocks)]
+    return out
+
 def count_flops(model: nn.Module) -> dict:
-    "Forward FLOPs per sample (2 × multiply-adds) by part of a meta-device `model`, each distinct part counted once and remembered."
-    units = [(k, m) for k, part in model_parts(model)
-             for m in ([part.downsample, *part.blocks] if isinstance(part, Stage) else [part]) if m is not None]
+    "Forward FLOPs per sample (2 × multiply-adds) by part of a meta-device `model`, each distinct part counted once and remembered; `SpecError` at the part that cannot run."
+    units = _units(model)
     tally = {}
-    for k, m in units: _count_part(m, k, tally)
+    for k, where, m in units: _count_part(m, k, tally, where)
     x, aux = spec_input(model.spec, 1, "meta")
     was = model.training
     try:
         model.eval()
         with torch.no_grad(): model(x, aux) if aux is not None else model(x)
+    except _PartFailed as e:
+        raise SpecError([(e.path, f"could not run on its example input: {type(e.error).__name__}: {e.error}")]) from None
     finally:
         model.train(was)
-        for _, m in units: m.__dict__.pop('forward', None)
+        for _, _, m in units: m.__dict__.pop('forward', None)
     return tally
 
 # %% ../nbs/12_widgets.ipynb #74ce36ae
@@ -208,9 +233,9 @@ def _input(W, kind, f, value, labels=None):
 
 class FieldRow(_Row):
     "One spec value: its name, an input made from its type, a null toggle when it may be `None`, its bounds and the inline error."
-    def __init__(self, path, f: Field, value, on_change, labels=None):
+    def __init__(self, path, f: Field, value, on_change, labels=None, strict=False):
         W = _widgets()
-        self.path, self.field, self.on_change, self.quiet = tuple(path), f, on_change, False
+        self.path, self.field, self.on_change, self.quiet, self.strict, self._local = tuple(path), f, on_change, False, strict, False
         self.kind = field_kind(f, value)
         self.input = _input(W, self.kind, f, value, labels)
         self.toggle = None
@@ -233,8 +258,13 @@ class FieldRow(_Row):
         if self.toggle is not None: self.input.disabled = not self.toggle.value
         if self.quiet: return
         try: v = self.value
-        except SpecError as e: self.clear_error(); return self.show_error(str(e))
+        except SpecError as e: return self._refuse(str(e))
+        if self.strict and v is not None and (err := check_value(v, self.field.annotation, self.field.bounds)): return self._refuse(err)
+        if self._local: self._local = False; self.clear_error()
         self.on_change(self.path, v)
+    def _refuse(self, msg):
+        "Show why the value in the input is refused; the spec keeps its last value."
+        self._local = True; self.clear_error(); self.show_error(msg)
 
 # %% ../nbs/12_widgets.ipynb #eece7de5
 _NONE = '(none)'
@@ -308,7 +338,8 @@ class StageEditor(_Row):
         for f in _STAGE_FIELDS:
             if f.name == 'dim' and isinstance(model_dim, int) and model_dim > 0: f = dataclasses.replace(f, default=model_dim)   # shown when unticked
             v = node.get(f.name, len(node['layers']) if f.name == 'depth' and isinstance(node.get('layers'), list) else None)
-            row = FieldRow(self.path + (f.name,), f, v, lambda p, v: panel.edit_stage(self.path, p[-1], v))
+            row = FieldRow(self.path + (f.name,), f, v, lambda p, v: panel.edit_stage(self.path, p[-1], v),
+                           strict=f.name == 'depth')   # the spec allows an empty stage; here ✕ removes one
             panel._register(row.path, row); rows.append(row.box)
         ds = ComponentEditor(panel, 'downsamples', self.path + ('downsample',), optional=True)
         per_layer = isinstance(node.get('layers'), list)
@@ -337,6 +368,10 @@ def _get(node, path):
         elif isinstance(node, list) and isinstance(p, int) and -len(node) <= p < len(node): node = node[p]
         else: return _MISSING
     return node
+
+def _file_stem(name) -> str:
+    "A file name made from a spec's `name`: one name in one folder (no separators, no `..`, no leading dot)."
+    return re.sub(r'[^\w.-]+', '_', str(name or '')).strip('.') or 'model'
 
 def _normalise(spec: dict) -> dict:
     "`heads: {type: …}` (one head) → `heads: {label: {type: …}}`, so every head has a name to edit it under."
@@ -432,7 +467,7 @@ class BuilderPanel:
         except SpecError as e: return self._say(str(e), error=True)
         self.spec = _normalise(raw)
         self.data = _guess_data(self.spec) or getattr(self, 'data', 'mnist')
-        self.save_path.value = str(next(iter(preset_dirs()), Path('configs')) / 'custom' / f"{self.spec.get('name') or 'model'}.yaml")
+        self.save_path.value = str(next(iter(preset_dirs()), Path('configs')) / 'custom' / f"{_file_stem(self.spec.get('name'))}.yaml")
         self._changed(render=True, loaded=True)
     def load_yaml(self, text: str):
         "Load the YAML pane's text (or `text`) into the panel; a YAML syntax error is shown, the panel keeps the last spec."
