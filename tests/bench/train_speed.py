@@ -22,24 +22,42 @@ def modelplay_run(seed):
     acc = mp.evaluate(model, data)['acc']
     return time.perf_counter() - t, acc
 
+def plain_net(spec):
+    "The conv stages of `spec` (mnist/fast) as the nn.Sequential a user writes: NCHW, default memory format."
+    layers, c, h = [], spec['input']['shape'][0], spec['input']['shape'][1]
+    for st in spec['stages']:
+        L = st['layer']; k = L['kernel_size']
+        layers.append(nn.Conv2d(c, st['dim'], k, stride=st['stride'], padding=k // 2, bias=L['bias']))
+        h = (h + 2 * (k // 2) - k) // st['stride'] + 1
+        pool = [nn.MaxPool2d(L['pool_size'])] if L['pool'] == 'max' else []
+        assert L['pool'] in ('max', 'none') and L['norm']['type'] == 'batch' and L['act']['type'] == 'relu', L
+        norm_act = [nn.BatchNorm2d(st['dim']), nn.ReLU()]
+        layers += pool + norm_act if L['pool_first'] else norm_act + pool
+        h, c = h // L['pool_size'] if pool else h, st['dim']
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * h * h, spec['heads']['label']['classes']))
+
 def plain_run(seed):
-    "The recipe of mnist/fast, written the way most scripts are: DataLoader, fp32, NCHW."
+    "The model and recipe of mnist/fast, written the way most scripts are: DataLoader over normalised floats, fp32, NCHW."
     t = time.perf_counter()
+    spec = mp.load_spec('mnist/fast'); r = spec['train']
     data = mp.load_data('mnist')
     mean, std = data.mean[0], data.std[0]
     xtr = (data.train.x.float() / 255 - mean) / std; xte = (data.test.x.float() / 255 - mean) / std
     from torch.utils.data import DataLoader, TensorDataset
     g = torch.Generator().manual_seed(seed)
-    dl = DataLoader(TensorDataset(xtr, data.train.y), batch_size=250, shuffle=True, drop_last=True, generator=g)
+    dl = DataLoader(TensorDataset(xtr, data.train.y), batch_size=r['batch_size'], shuffle=True, drop_last=True, generator=g)
     torch.manual_seed(seed)
-    def block(i, o): return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
-    model = nn.Sequential(block(1, 16), block(16, 32), block(32, 64), nn.Flatten(), nn.Linear(64 * 3 * 3, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=len(dl), pct_start=0.2, anneal_strategy='linear')
+    model = plain_net(spec)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in mp.build(spec).parameters())
+    lr = r['optimizer']['lr']
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=len(dl) * r['epochs'], pct_start=r['warmup'],
+                                                anneal_strategy='linear')
     model.train()
-    for x, y in dl:
-        loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
-        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+    for _ in range(r['epochs']):
+        for x, y in dl:
+            loss = F.cross_entropy(model(x), y, label_smoothing=r['label_smoothing'])
+            opt.zero_grad(); loss.backward(); opt.step(); sched.step()
     model.eval()
     with torch.no_grad(): acc = sum((model(xte[i:i + 1000]).argmax(1) == data.test.y[i:i + 1000]).sum().item() for i in range(0, 10000, 1000)) / 10000
     return time.perf_counter() - t, acc
