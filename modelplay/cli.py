@@ -310,21 +310,10 @@ def _train_command(args) -> int:
 
 def _check_fits(spec: dict, dataset, source: str):
     "Refuse, before building and training, a model whose task, input or class count does not match the data set."
-    inp, name = spec.get('input') or {}, dataset.name
-    task = spec.get('task', 'classify')
-    if task != dataset.task:
-        raise CLIError(f"{source} is a {task} model but {name} is a {dataset.task} data set: pick a preset made for it (--data, or another spec)")
-    if task == 'causal_lm':
-        if inp.get('vocab', 0) < (dataset.vocab or 0):
-            raise CLIError(f"{source} has a vocabulary of {inp.get('vocab')} but {name} has {dataset.vocab} symbols: override input.vocab={dataset.vocab}")
-        return
-    if 'shape' in inp and tuple(inp['shape']) != tuple(dataset.shape):
-        raise CLIError(f"{source} takes input {list(inp['shape'])} but {name} has {list(dataset.shape)}: "
-                       f"override input.shape={list(dataset.shape)} or pick a preset sized for it")
-    heads = [h for h in (spec.get('heads') or {}).values() if isinstance(h, dict) and isinstance(h.get('classes'), int)]
-    if len(heads) == 1 and isinstance(dataset.n_classes, int) and heads[0]['classes'] < dataset.n_classes:
-        raise CLIError(f"{source} predicts {heads[0]['classes']} classes but {name} has {dataset.n_classes}: "
-                       f"override heads.<name>.classes={dataset.n_classes}")
+    from modelplay.train import check_data
+    from modelplay.spec import SpecError
+    try: check_data(spec, dataset, source)
+    except SpecError as e: raise CLIError(e.problems[0][1] if len(e.problems) == 1 else str(e)) from None
 
 def _train_run(args, spec: dict, data: str, out: Path, rank: int) -> int:
     "Load, build, fit; rank 0 reports and saves."

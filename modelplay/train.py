@@ -18,8 +18,8 @@ from .config import resolve_device, apply_threads, get_setting
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'TRAIN_KEYS', 'DEFAULT_RECIPE', 'SNAPSHOT_EVERY', 'parse_budget', 'lr_scale', 'History', 'make_loss',
-           'TrainControl', 'Callback', 'cpu_has_bf16', 'amp_dtype', 'evaluate', 'Run', 'fit', 'ProgressBar', 'LivePlot',
-           'Checkpoint', 'EarlyStopping', 'generate']
+           'TrainControl', 'Callback', 'cpu_has_bf16', 'amp_dtype', 'check_data', 'evaluate', 'Run', 'fit',
+           'ProgressBar', 'LivePlot', 'Checkpoint', 'EarlyStopping', 'generate']
 
 # %% ../nbs/10_train.ipynb #d95842b3
 SCHEDULES = ('onecycle', 'cosine', 'linear', 'constant')
@@ -196,7 +196,31 @@ def _as_data(data, spec):
     if data is None: data = (spec.get('train') or {}).get('data')
     if data is None:
         raise SpecError("fit needs data: pass e.g. mp.load_data('mnist'), a data set name, or set `train.data` in the spec")
-    return load_data(data) if isinstance(data, str) else data
+    data = load_data(data) if isinstance(data, str) else data
+    check_data(spec, data)
+    return data
+
+def check_data(spec: dict, data, source: str = 'the model'):
+    "Refuse, before any step, a model whose task, input or class count does not match the data set (a `SpecError` at the spec path)."
+    inp, name, task = spec.get('input') or {}, getattr(data, 'name', 'the data set'), spec.get('task', 'classify')
+    dtask = getattr(data, 'task', None)
+    if dtask is not None and task != dtask:
+        raise SpecError([(('task',), f"{source} is a {task} model but {name} is a {dtask} data set: pick a preset made for it")])
+    if task == 'causal_lm':
+        vocab = getattr(data, 'vocab', None) or 0
+        if inp.get('vocab', 0) < vocab:
+            raise SpecError([(('input', 'vocab'), f"{source} has a vocabulary of {inp.get('vocab')} but {name} has {vocab} symbols: "
+                              f"override input.vocab={vocab}")])
+        return
+    shape = getattr(data, 'shape', None)
+    if 'shape' in inp and shape is not None and tuple(inp['shape']) != tuple(shape):
+        raise SpecError([(('input', 'shape'), f"{source} takes input {list(inp['shape'])} but {name} has {list(shape)}: "
+                          f"override input.shape={list(shape)} or pick a preset sized for it")])
+    heads = [(k, h) for k, h in (spec.get('heads') or {}).items() if isinstance(h, dict) and isinstance(h.get('classes'), int)]
+    n = getattr(data, 'n_classes', None)
+    if len(heads) == 1 and isinstance(n, int) and heads[0][1]['classes'] < n:
+        raise SpecError([(('heads', heads[0][0], 'classes'), f"{source} predicts {heads[0][1]['classes']} classes but {name} has {n}: "
+                          f"override heads.{heads[0][0]}.classes={n}")])
 
 def _unpack(batch):
     "(x, y) or (x, y, aux) → (x, y, aux)."

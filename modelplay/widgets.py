@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 from .registry import REGISTRIES, Field, Range, ModelplayError, _EMPTY
 from .spec import SpecError, check_value, fmt_path, load_raw, load_spec, save_spec, yaml_load, list_presets, preset_dirs
 from .layers import DropPath
 from .models import Model, Stage, build
-from .zoo import spec_input
+from .zoo import spec_input, count_flops as _flop_counter
 
 # %% auto #0
 __all__ = ['INPUT_PRESETS', 'TRAIN_DATASETS', 'fingerprint', 'model_parts', 'count_flops', 'Stats', 'spec_stats', 'stats_html',
@@ -72,7 +71,7 @@ def _count_part(module, part, tally, where=None):
                 tally[part] = tally.get(part, 0) + hit[0]
                 return torch.empty_strided(hit[1], hit[2], dtype=hit[3], device=args[0].device)
         try:
-            with FlopCounterMode(display=False) as counter: out = forward(*args, **kwargs)
+            with _flop_counter() as counter: out = forward(*args, **kwargs)
         except _PartFailed: raise
         except Exception as e: raise _PartFailed(where or (part,), e) from e
         n = counter.get_total_flops()
