@@ -380,6 +380,41 @@ def _measure(label: str, spec: dict, model, data, s: dict) -> dict:
     return row
 
 # %% ../nbs/11_bench.ipynb #a4457416
+def _plain(v) -> bool:
+    "Is `v` made only of what `torch.load(weights_only=True)` reads back: tensors, strings, numbers, None, and lists, tuples and dicts of them?"
+    if v is None or isinstance(v, (torch.Tensor, str, bool, int, float)): return True
+    if isinstance(v, (list, tuple)): return all(_plain(x) for x in v)
+    if isinstance(v, dict): return all(isinstance(k, (str, int)) and _plain(x) for k, x in v.items())
+    return False
+
+def _dataset_payload(data) -> dict:
+    "A `Dataset` as a plain dict of its fields, each split a tensor (text) or `{x, y, aux}`; `BenchError` for anything else."
+    import dataclasses
+    from modelplay.data import Dataset
+    if type(data) is not Dataset:
+        raise BenchError(f"isolate=True hands the data set to a new process as tensors: pass a Dataset (mp.load_data, mp.synthetic, "
+                         f"mp.from_tensors, ...) or a data set name, not a {type(data).__name__}; or use isolate=False")
+    split = lambda s: s if isinstance(s, torch.Tensor) else {'x': s.x, 'y': s.y, 'aux': s.aux}
+    out = {f.name: getattr(data, f.name) for f in dataclasses.fields(Dataset)}
+    out.update(train=split(data.train), test=split(data.test))
+    if (bad := [k for k, v in out.items() if not _plain(v)]):
+        raise BenchError(f"data {data.name!r}: field(s) {', '.join(bad)} hold values other than tensors, strings, numbers, lists and dicts, "
+                         f"which cannot go to an isolated process; use isolate=False")
+    return out
+
+def _dataset_from_payload(d: dict):
+    "The `Dataset` that `_dataset_payload` described."
+    import dataclasses
+    from modelplay.data import Dataset, Split
+    split = lambda s: s if isinstance(s, torch.Tensor) else Split(s['x'], s['y'], s['aux'])
+    d = {**d, 'train': split(d['train']), 'test': split(d['test'])}
+    fields = dataclasses.fields(Dataset)
+    ds = Dataset(**{f.name: d[f.name] for f in fields if f.init})
+    for f in fields:
+        if not f.init: setattr(ds, f.name, d[f.name])
+    return ds
+
+# %% ../nbs/11_bench.ipynb #d3c4812c
 _MARK = '@@modelplay-bench-row@@'
 _CHILD = "from modelplay.bench import _child_main; _child_main()"
 
@@ -393,7 +428,7 @@ def _child_main():
         model = build(job['spec'], seed=s['seed'])
         model.load_state_dict(torch.load(job['weights'], weights_only=True))
     data = job.get('data')
-    if isinstance(data, dict): data = torch.load(data['path'], weights_only=False)
+    if isinstance(data, dict): data = _dataset_from_payload(torch.load(data['path'], weights_only=True))
     row = _measure(job['label'], job['spec'], model, data, s)
     sys.stdout.write(_MARK + json.dumps(row) + '\n'); sys.stdout.flush()
 
@@ -411,7 +446,7 @@ def _measure_isolated(label, spec, model, data, s, tmp: Path) -> dict:
         raise BenchError(f"{label}: the isolated measurement failed (exit {r.returncode}):\n{r.stderr[-2000:]}{hint}")
     return json.loads(line[len(_MARK):])
 
-# %% ../nbs/11_bench.ipynb #b190747a
+# %% ../nbs/11_bench.ipynb #3e0eee02
 def _resolve(item, i: int) -> tuple:
     "(label, spec, built model or None) of a preset name, YAML path or text, spec dict or built model."
     if isinstance(item, nn.Module):
@@ -466,7 +501,7 @@ def bench(models, data=None, budget=None, *, epochs=None, steps=None, batch_size
                                budget=_budget_text(fit_budget))
         job_data = data if 'accuracy' in metrics else None
         if isolate and data is not None and not isinstance(data, str) and 'accuracy' in metrics:
-            job_data = {'path': str(Path(tmp) / 'data.pt')}; torch.save(data, job_data['path'])
+            job_data = {'path': str(Path(tmp) / 'data.pt')}; torch.save(_dataset_payload(data), job_data['path'])
         rows, seen = [], {}
         for i, (label, spec, model) in enumerate(resolved):
             seen[label] = seen.get(label, 0) + 1

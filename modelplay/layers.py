@@ -15,7 +15,7 @@ from .registry import *
 from .spec import SpecError
 
 # %% auto #0
-__all__ = ['ReLU2', 'QuickGELU', 'GELUTanh', 'LeakyReLU', 'make_act', 'LayerNorm', 'RMSNorm', 'LowPrecisionLayerNorm',
+__all__ = ['ReLU2', 'QuickGELU', 'GELU', 'GELUTanh', 'LeakyReLU', 'make_act', 'LayerNorm', 'RMSNorm', 'LowPrecisionLayerNorm',
            'BatchNorm', 'GroupNorm', 'NoNorm', 'make_norm', 'Mlp', 'FusedMlp', 'GluMlp', 'DeepMlp', 'DropPath',
            'LayerScale', 'GRN', 'SqueezeExcite', 'LearnedPosition', 'SinusoidalPosition', 'rotate_half', 'Rotary']
 
@@ -28,6 +28,12 @@ class QuickGELU(nn.Module):
     "x · sigmoid(1.702 x), the CLIP approximation of GELU."
     def forward(self, x): return x * torch.sigmoid(1.702 * x)
 
+class GELU(nn.GELU):
+    "GELU: x · Φ(x), exact (`approximate: none`) or with the tanh approximation."
+    def __init__(self, approximate: Literal['none', 'tanh'] = 'none'):
+        if approximate not in ('none', 'tanh'): raise SpecError([(('approximate',), f"approximate={approximate!r}: use 'none' or 'tanh'")])
+        super().__init__(approximate=approximate)
+
 class GELUTanh(nn.GELU):
     "GELU with the tanh approximation (GPT-2, GeGLU in many LMs)."
     def __init__(self): super().__init__(approximate='tanh')
@@ -36,7 +42,7 @@ class LeakyReLU(nn.LeakyReLU):
     "Leaky ReLU."
     def __init__(self, negative_slope: Annotated[float, Range(0)] = 0.01): super().__init__(negative_slope)
 
-for _name, _cls in [('gelu', nn.GELU), ('gelu_tanh', GELUTanh), ('silu', nn.SiLU), ('relu', nn.ReLU), ('relu2', ReLU2),
+for _name, _cls in [('gelu', GELU), ('gelu_tanh', GELUTanh), ('silu', nn.SiLU), ('relu', nn.ReLU), ('relu2', ReLU2),
                     ('sigmoid', nn.Sigmoid), ('tanh', nn.Tanh), ('leaky_relu', LeakyReLU), ('hardswish', nn.Hardswish),
                     ('mish', nn.Mish), ('quick_gelu', QuickGELU), ('identity', nn.Identity)]:
     ACTIVATIONS.register(_name, _cls, aliases={'silu': ('swish',)}.get(_name, ()))
@@ -45,7 +51,7 @@ def make_act(spec='gelu') -> nn.Module:
     "An activation module from a name, a `{type: …}` dict or a module."
     return ACTIVATIONS.create(spec)
 
-# %% ../nbs/02_layers.ipynb #c34571f7
+# %% ../nbs/02_layers.ipynb #a9cd6634
 @NORMS.register('layer', aliases=('layernorm', 'ln'))
 class LayerNorm(nn.LayerNorm):
     "LayerNorm over the channel axis."
@@ -105,7 +111,7 @@ def make_norm(spec, dim: int) -> nn.Module:
     "A norm module of width `dim` from a name, a `{type: …}` dict or a module."
     return NORMS.create(spec, dim=dim)
 
-# %% ../nbs/02_layers.ipynb #3f9aa134
+# %% ../nbs/02_layers.ipynb #702f71c9
 def _hidden(dim, ratio, hidden): return hidden if hidden is not None else int(round(dim * ratio))
 
 @MLPS.register('mlp')
@@ -167,7 +173,7 @@ class DeepMlp(nn.Module):
         self.layers = nn.Sequential(*layers)
     def forward(self, x): return self.layers(x)
 
-# %% ../nbs/02_layers.ipynb #729631ab
+# %% ../nbs/02_layers.ipynb #db734c60
 class DropPath(nn.Module):
     "Stochastic depth: zero a residual branch for a random subset of samples (scaled to keep the mean) in training."
     def __init__(self, p: Annotated[float, Range(0, 1)] = 0.0):
@@ -205,7 +211,7 @@ class SqueezeExcite(nn.Module):
         s = x.mean(dim=tuple(range(1, x.dim() - 1)), keepdim=True)
         return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
 
-# %% ../nbs/02_layers.ipynb #c03e4b59
+# %% ../nbs/02_layers.ipynb #b0d72b78
 def _prod(xs): return math.prod(xs) if xs else 1
 
 def _sincos(pos: torch.Tensor, dim: int, base: float) -> torch.Tensor:
@@ -241,7 +247,7 @@ class SinusoidalPosition(nn.Module):
         pos = self.pos[:, :x.shape[1]] if (self.prefix or len(self.grid) == 1) else self.pos
         return x + pos.to(x.dtype).view((1,) + tuple(x.shape[1:]))
 
-# %% ../nbs/02_layers.ipynb #9cd5029b
+# %% ../nbs/02_layers.ipynb #d6ad8d0b
 def rotate_half(x):
     a, b = x.chunk(2, dim=-1)
     return torch.cat([-b, a], dim=-1)
