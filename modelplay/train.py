@@ -6,7 +6,7 @@ Docs: https://modelplay.github.io/modelplay/train.html.md"""
 
 # %% ../nbs/10_train.ipynb #4ee7a12e
 from __future__ import annotations
-import contextlib, copy, csv, io, math, os, signal, threading, time
+import contextlib, copy, csv, io, math, os, signal, sys, threading, time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 import torch
@@ -284,12 +284,13 @@ class Run:
     loss: float | None = None
     rank: int = 0
     world_size: int = 1
+    shared_elapsed: float | None = None   # under DDP: the ranks' mean clock at the last step, so schedules agree
     @property
     def elapsed(self): return time.perf_counter() - self.start
     @property
     def progress(self) -> float:
         p = [self.step / self.total_steps] if self.total_steps else []
-        if self.budget: p.append(self.elapsed / self.budget)
+        if self.budget: p.append((self.elapsed if self.shared_elapsed is None else self.shared_elapsed) / self.budget)
         return min(1.0, max(p) if p else 0.0)
     @property
     def is_main(self): return self.rank == 0
@@ -408,6 +409,7 @@ def fit(model, data=None, *, epochs=None, steps=None, budget=None, lr=None, opti
     total = recipe.get('steps') or (math.ceil(recipe['epochs'] * per_epoch) if recipe.get('epochs') else None)
     run = Run(model, History(), control or TrainControl(), dev, opt, data, recipe, total_steps=total,
               budget=parse_budget(recipe.get('budget')), rank=rank, world_size=world)
+    if world > 1: run.shared_elapsed = 0.0
     cbs = sorted(list(callbacks) + ([ProgressBar()] if progress and rank == 0 else []), key=lambda c: c.order)
     params = [p for p in model.parameters() if p.requires_grad]
     snapshot = _snapshot(model, 0)
@@ -425,6 +427,7 @@ def fit(model, data=None, *, epochs=None, steps=None, budget=None, lr=None, opti
                         out = module(x, aux) if aux is not None else module(x)
                         loss, _ = loss_fn(out, x if lm else y)
                     lv = loss.item()
+                    if world > 1: lv = _all_reduce([lv], world)[0] / world   # the global loss: every rank decides alike
                     if not math.isfinite(lv):
                         good = _restore_if_needed(model, snapshot)
                         run.control.stop(f"the loss became {lv} at step {run.step + 1}; stopped there, with the weights of step {good if good is not None else run.step}"
@@ -450,6 +453,7 @@ def fit(model, data=None, *, epochs=None, steps=None, budget=None, lr=None, opti
                     for cb in cbs: cb.on_step_end(run)
                     if run.total_steps and run.step >= run.total_steps: run.control.stop('done')
                     if run.budget and run.elapsed >= run.budget: run.control.stop('done')
+                    _sync_ranks(run)
                     if run.control.stopping: break
                 finished_epoch = not run.control.stopping or run.control.reason == 'done'
                 if eval and finished_epoch and run.control.reason in ('', 'done') or (eval and run.control.reason.startswith('early stop')):
@@ -476,9 +480,23 @@ def fit(model, data=None, *, epochs=None, steps=None, budget=None, lr=None, opti
                              'train_loss': _mean_loss(h, run.epoch)})
         for cb in cbs: cb.on_fit_end(run)
         if own_group:
-            import torch.distributed as dist
-            dist.destroy_process_group()
+            module = None   # the DDP wrapper goes before its process group
+            _leave_group(clean=sys.exc_info()[0] is None)
     return run.history
+
+def _leave_group(clean: bool):
+    "Tear down the process group `fit` created; when no rank failed, wait for every rank first, so none tears it down while another still uses it."
+    import gc, torch.distributed as dist
+    gc.collect()
+    if clean: dist.barrier()
+    dist.destroy_process_group()
+
+def _sync_ranks(run):
+    "Under DDP the ranks decide alike: one rank's stop (Ctrl-C, Stop, budget) stops them all at this step, and a wall-time schedule follows their mean clock."
+    if run.world_size == 1: return
+    stop, t = _all_reduce([float(run.control.stopping), run.elapsed], run.world_size)
+    run.shared_elapsed = t / run.world_size
+    if stop > 0 and not run.control.stopping: run.control.stop('stopped on another rank')
 
 def _is_oom(e) -> bool:
     "An allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."

@@ -67,6 +67,25 @@ json.dump({'rank': rank, 'weights': flat.tolist(), 'steps': len(h.steps), 'sampl
     m = mp.load_checkpoint(tmp_path / 'ckpt.safetensors')
     assert torch.allclose(torch.cat([p.detach().flatten() for p in m.parameters()]), torch.tensor(r0['weights']))
 
+def test_ddp_wall_time_budget_stops_every_rank_at_the_same_step(tmp_path):
+    """Each rank reads its own clock: the ranks must still stop at the same step (or their collectives mismatch) and
+    follow the same schedule (or their weights drift apart)."""
+    code = SMALL + """
+import time
+model = mp.build(spec, seed=0)
+rank = int(os.environ['RANK'])
+if rank == 1: time.sleep(0.5)   # its clock starts later: its own elapsed time would give it another schedule
+h = mp.fit(model, data, budget='2s', batch_size=64, progress=False, eval=False, seed=0)
+flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+json.dump({'steps': len(h.steps), 'weights': flat.tolist(), 'reason': h.reason}, open(f'rank{rank}.json', 'w'))
+"""
+    p = _run(code, tmp_path, torchrun=[sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29514'])
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    r0, r1 = (json.load(open(tmp_path / f'rank{r}.json')) for r in (0, 1))
+    assert r0['steps'] == r1['steps'] > 0, (r0['steps'], r1['steps'])
+    assert torch.equal(torch.tensor(r0['weights']), torch.tensor(r1['weights']))
+
 def test_sigint_mid_epoch_keeps_history_model_and_checkpoint(tmp_path):
     code = SMALL + """
 class Slow(mp.Callback):
