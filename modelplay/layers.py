@@ -15,9 +15,10 @@ from .registry import *
 from .spec import SpecError
 
 # %% auto #0
-__all__ = ['ReLU2', 'QuickGELU', 'GELU', 'GELUTanh', 'LeakyReLU', 'make_act', 'LayerNorm', 'RMSNorm', 'LowPrecisionLayerNorm',
-           'BatchNorm', 'GroupNorm', 'NoNorm', 'make_norm', 'Mlp', 'FusedMlp', 'GluMlp', 'DeepMlp', 'DropPath',
-           'LayerScale', 'GRN', 'SqueezeExcite', 'LearnedPosition', 'SinusoidalPosition', 'rotate_half', 'Rotary']
+__all__ = ['ReLU2', 'QuickGELU', 'GELU', 'GELUTanh', 'Identity', 'LeakyReLU', 'make_act', 'LayerNorm', 'RMSNorm',
+           'LowPrecisionLayerNorm', 'BatchNorm', 'GroupNorm', 'NoNorm', 'make_norm', 'Mlp', 'FusedMlp', 'GluMlp',
+           'DeepMlp', 'DropPath', 'LayerScale', 'GRN', 'SqueezeExcite', 'LearnedPosition', 'SinusoidalPosition',
+           'rotate_half', 'Rotary']
 
 # %% ../nbs/02_layers.ipynb #b0c4fa6c
 class ReLU2(nn.Module):
@@ -38,13 +39,17 @@ class GELUTanh(nn.GELU):
     "GELU with the tanh approximation (GPT-2, GeGLU in many LMs)."
     def __init__(self): super().__init__(approximate='tanh')
 
+class Identity(nn.Identity):
+    "No activation: the input as it is."
+    def __init__(self): super().__init__()   # nn.Identity takes any arguments and ignores them; a spec key here is a typo
+
 class LeakyReLU(nn.LeakyReLU):
     "Leaky ReLU."
     def __init__(self, negative_slope: Annotated[float, Range(0)] = 0.01): super().__init__(negative_slope)
 
 for _name, _cls in [('gelu', GELU), ('gelu_tanh', GELUTanh), ('silu', nn.SiLU), ('relu', nn.ReLU), ('relu2', ReLU2),
                     ('sigmoid', nn.Sigmoid), ('tanh', nn.Tanh), ('leaky_relu', LeakyReLU), ('hardswish', nn.Hardswish),
-                    ('mish', nn.Mish), ('quick_gelu', QuickGELU), ('identity', nn.Identity)]:
+                    ('mish', nn.Mish), ('quick_gelu', QuickGELU), ('identity', Identity)]:
     ACTIVATIONS.register(_name, _cls, aliases={'silu': ('swish',)}.get(_name, ()))
 
 def make_act(spec='gelu') -> nn.Module:
