@@ -15,7 +15,7 @@ from .registry import REGISTRIES, MIXERS, MLPS, NORMS, ACTIVATIONS, did_you_mean
 from .spec import SpecError, fmt_path, prefix_paths, yaml_load
 from .layers import GRN, LearnedPosition
 from .mixers import attention_backend
-from .zoo import count_flops, compiler_absent
+from .zoo import flop_counter, compiler_absent
 from .models import Model, build
 
 # %% auto #0
@@ -211,7 +211,7 @@ def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _paddi
     return n
 
 def _counter():
-    return count_flops(custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
+    return flop_counter(custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
 
 def _run(mc, args, kwargs, keys):
     "One forward and backward of the meta model `mc`, counted."

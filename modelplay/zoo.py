@@ -14,7 +14,7 @@ from .spec import list_presets, find_preset, load_spec, SpecError
 from .models import build
 
 # %% auto #0
-__all__ = ['preset_family', 'preset_data', 'spec_input', 'compiler_absent', 'count_flops', 'forward_flops', 'PresetRow',
+__all__ = ['preset_family', 'preset_data', 'spec_input', 'compiler_absent', 'flop_counter', 'forward_flops', 'PresetRow',
            'preset_row', 'PresetTable', 'presets', 'derived_from']
 
 # %% ../nbs/06_zoo.ipynb #1f0fc0ea
@@ -67,7 +67,7 @@ def compiler_absent():
                 if getattr(fn, '__dynamo_disable', None) is fn: delattr(fn, '__dynamo_disable')
 
 @contextlib.contextmanager
-def count_flops(**kwargs):
+def flop_counter(**kwargs):
     "torch's `FlopCounterMode` (display off; `kwargs` passed on), without importing the compiler when it is not loaded."
     from torch.utils.flop_counter import FlopCounterMode
     with compiler_absent(), FlopCounterMode(display=False, **kwargs) as fc: yield fc
@@ -79,7 +79,7 @@ def forward_flops(model, batch: int = 1) -> int:
     was_training = model.training
     model.eval()   # batch statistics of one sample are undefined; eval mode costs the same FLOPs
     try:
-        with count_flops() as fc, torch.no_grad(): model(x, aux) if aux is not None else model(x)
+        with flop_counter() as fc, torch.no_grad(): model(x, aux) if aux is not None else model(x)
     finally: model.train(was_training)
     return fc.get_total_flops()
 

@@ -12,7 +12,8 @@ from modelplay.registry import MIXERS, HEADS, Range
 from modelplay.spec import load_spec, load_raw
 from modelplay.zoo import forward_flops
 from modelplay.widgets import (BuilderPanel, SummaryPanel, TrainPanel, BenchPanel, Playground, Workspace, spec_stats,
-                               count_flops, fingerprint, css_class, _FLOPS)
+                               count_flops, fingerprint, css_class)
+from modelplay.fields import _FLOPS
 
 
 def params_of(spec):

@@ -13,7 +13,8 @@ import argparse, copy, os, platform, random, statistics, sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from modelplay.widgets import BuilderPanel, FieldRow, ComponentEditor, _NONE
+from modelplay.widgets import BuilderPanel, FieldRow, ComponentEditor
+from modelplay.fields import _NONE
 
 LIMIT = int(1.5 * 86_567_656)
 

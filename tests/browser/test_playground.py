@@ -72,7 +72,12 @@ def test_playground_in_jupyterlab(lab, page, artifacts):
     shot(page, artifacts, 'build', keep=True)
 
     # a sequence model; layer 2's mixer from mha to conv1d: the page shows the count the package computes
+    # ipywidgets holds back a value change while the kernel is busy, but sends a click at once: let it settle first
+    idle = page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')
+    expect(idle).to_be_visible(timeout=LONG)
     page.locator('.mp-preset select').select_option('text/gpt_char')
+    expect(idle).to_be_visible(timeout=LONG)
+    page.wait_for_timeout(500)
     page.locator('.mp-load').click()
     expect(params).to_have_text(params_of('text/gpt_char'), timeout=LONG)
     page.locator('.mp-stages-0-mode button', has_text='per layer').click()
