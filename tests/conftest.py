@@ -13,3 +13,14 @@ try:
     _hs.register_profile('dev', deadline=None, suppress_health_check=[_HC.too_slow])
     _hs.load_profile('ci' if os.environ.get('CI') else os.environ.get('HYPOTHESIS_PROFILE', 'dev'))
 except ImportError: pass
+
+import pytest
+
+@pytest.fixture
+def one_thread():
+    "Tiny models: one intra-op thread is faster than two fighting over shared cores."
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

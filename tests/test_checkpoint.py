@@ -19,13 +19,7 @@ TINY = {'input': {'shape': [1, 28, 28]}, 'dim': 32, 'stem': {'type': 'patch', 'p
         'final_norm': 'layer', 'pool': 'cls', 'heads': {'label': {'type': 'linear', 'classes': 10}}}
 BIGGER = ['input.shape=[1,32,32]', 'heads.label.classes=100']
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "Tiny models: one intra-op thread is faster than two fighting over shared cores."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')   # tests/conftest.py
 
 def with_mixer(**kw):
     spec = copy.deepcopy(TINY)

@@ -58,13 +58,7 @@ def one_error_line(err: str, command: str, more_lines: bool = False) -> str:
     assert more_lines or starts[0] == len(lines) - 1, f"the message takes more than one line:\n{err}"
     return '\n'.join(lines[starts[0]:])
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Tiny models: one intra-op thread is faster than two fighting over the cores."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')   # tests/conftest.py
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
