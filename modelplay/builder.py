@@ -6,7 +6,7 @@ Docs: https://modelplay.github.io/modelplay/builder.html.md"""
 
 # %% ../nbs/12b_builder.ipynb #5f5527b9
 from __future__ import annotations
-import copy, html, json, re, weakref
+import copy, html, json, re, time, weakref
 from pathlib import Path
 from typing import Any
 from .registry import REGISTRIES, Field, Range, ModelplayError, _EMPTY
@@ -100,8 +100,9 @@ class BuilderPanel:
         self.spec, self.resolved, self.stats, self.errors = {}, {}, None, []
         presets = list_presets()
         self.preset = W.Dropdown(options=presets, value='mnist/vit_38k' if 'mnist/vit_38k' in presets else None, layout=W.Layout(width='240px'))
-        load = W.Button(description='Load preset', icon='folder-open'); load.on_click(lambda _: self.load(self.preset.value))
-        self.preset.add_class('mp-preset'); load.add_class('mp-load')
+        load = W.Button(description='Load preset', icon='folder-open'); load.on_click(lambda _: self._load_clicked())
+        self.preset.add_class('mp-preset'); load.add_class('mp-load'); self.preset.observe(self._preset_changed, 'value')
+        self._clicked_at = None
         self.form = W.VBox(layout=W.Layout(flex='0 0 auto', width='58%', min_width='500px'))
         self.stats_html, self.problems = W.HTML(layout=W.Layout(width='98%')), W.HTML(layout=W.Layout(width='98%'))
         self.stats_html.add_class('mp-stats'); self.problems.add_class('mp-problems')
@@ -138,6 +139,16 @@ class BuilderPanel:
         except SpecError as e: return self._say(str(e), error=True)
         if not isinstance(data, dict): return self._say(f"YAML: the top level must be a mapping, got {type(data).__name__}", error=True)
         self.load(data)
+    # ipywidgets holds a changed value back while the kernel is busy, but sends a click at once: a Load clicked right after
+    # picking a preset can arrive first. The pick that follows a click within LOAD_WINDOW seconds is loaded too.
+    LOAD_WINDOW = 5.0
+    def _load_clicked(self):
+        self._clicked_at = time.monotonic()
+        self.load(self.preset.value)
+    def _preset_changed(self, change):
+        if self._clicked_at is not None and time.monotonic() - self._clicked_at < self.LOAD_WINDOW:
+            self._clicked_at = None
+            self.load(change['new'])
     def _yaml_edited(self, change):
         if not self.quiet: self.load_yaml(change['new'])
     def save(self, path=None) -> Path | None:
