@@ -2,7 +2,7 @@
 package computes, see an inline error, register a mixer in a new cell and find it in the dropdown, train on an MNIST subset,
 watch the plot update, stop, and find the history kept. Screenshots go to the test's artifacts folder (and to the folder in
 MODELPLAY_SCREENSHOTS, e.g. nbs/images, when that is set)."""
-import copy, os, re, shutil
+import copy, os, re, shutil, warnings
 from pathlib import Path
 
 import pytest
@@ -55,6 +55,37 @@ def run_new_cell(page, code):
     expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')).to_be_visible(timeout=LONG)
 
 
+def show_playground(page, artifacts, tries=3):
+    """Run all cells and wait until the playground widget is on the page.
+
+    Two front-end hiccups are retried, neither of them in the package: Run All clicked while Notebook 7 is still starting
+    its kernel executes nothing; and on a loaded machine JupyterLab was once seen to run the cell (prompt [1]) and show no
+    output at all. When the widget is missing, the cell's output area goes to the artifacts, a warning says so, and the
+    cell runs again; the caller then checks what the widget shows."""
+    from playwright.sync_api import expect
+    cell = page.locator('.jp-Notebook .jp-CodeCell').first
+    widget = page.locator('.mp-playground .mp-params')
+    for attempt in range(tries):
+        if attempt == 0:
+            page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click()
+            page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
+        else:
+            cell.locator('.jp-InputArea-editor').click()
+            page.keyboard.press('Shift+Enter')
+        try:
+            expect(widget).to_have_count(1, timeout=30_000)
+            return
+        except AssertionError:
+            if attempt == tries - 1: raise
+        expect(cell.locator('.jp-InputPrompt')).not_to_have_text('[*]:', timeout=LONG)     # the kernel is done with the cell
+        if widget.count() == 1: return
+        prompt = cell.locator('.jp-InputPrompt').inner_text()
+        out = artifacts / f"playground-missing-{attempt}.html"
+        out.write_text(cell.locator('.jp-Cell-outputWrapper').inner_html())
+        warnings.warn(f"the playground widget did not appear after running its cell (prompt {prompt!r}, attempt {attempt + 1}); "
+                      f"its output area is in {out}; running the cell again")
+
+
 def test_playground_in_jupyterlab(lab, page, artifacts):
     from playwright.sync_api import expect
     base, root = lab
@@ -63,11 +94,10 @@ def test_playground_in_jupyterlab(lab, page, artifacts):
     expect(page.locator('.jp-NotebookPanel .jp-Notebook')).to_be_visible(timeout=LONG)
     expect(page.locator('.jp-NotebookPanel-toolbar .jp-KernelName')).to_contain_text('Python 3', timeout=LONG)
     expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')).to_be_visible(timeout=LONG)
-    page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click()
-    page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
 
     # the playground shows the preset's size
     params = page.locator('.mp-playground .mp-params')
+    show_playground(page, artifacts)
     expect(params).to_have_text(params_of('mnist/vit_38k'), timeout=LONG)
     shot(page, artifacts, 'build', keep=True)
 
@@ -159,11 +189,8 @@ def test_playground_in_notebook7(notebook7, page, artifacts):
     try: select.wait_for(timeout=15_000); select.click()
     except Exception: pass
     params = page.locator('.mp-playground .mp-params')
-    run_all = lambda: (page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click(),
-                       page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click())
-    run_all()
-    try: expect(params).to_have_text(params_of('mnist/vit_38k'), timeout=30_000)
-    except AssertionError: run_all(); expect(params).to_have_text(params_of('mnist/vit_38k'), timeout=LONG)   # the kernel was still starting
+    show_playground(page, artifacts)
+    expect(params).to_have_text(params_of('mnist/vit_38k'), timeout=LONG)
     depth = page.locator('.mp-field.mp-stages-0-depth input')
     params.scroll_into_view_if_needed()              # Notebook 7 renders off-screen outputs lazily
     depth.wait_for(state='visible', timeout=LONG)
