@@ -13,15 +13,14 @@ from typing import Literal
 import torch
 import torch.nn as nn
 from .registry import ModelplayError
-from .config import resolve_device, apply_threads
+from .config import resolve_device, apply_threads, apply_malloc
 from .spec import load_spec, atomic_write_text
 from .models import build
 from .zoo import forward_flops, spec_input, preset_family, _si, _FAMILY
 from .train import fit, evaluate, make_loss, amp_dtype
 
 # %% auto #0
-__all__ = ['BENCH_COLUMNS', 'BENCH_METRICS', 'BenchError', 'time_calls', 'set_steady_malloc', 'PeakMemory', 'machine_info',
-           'BenchTable', 'bench']
+__all__ = ['BENCH_COLUMNS', 'BENCH_METRICS', 'BenchError', 'time_calls', 'PeakMemory', 'machine_info', 'BenchTable', 'bench']
 
 # %% ../nbs/11_bench.ipynb #d6f4b56d
 class BenchError(ModelplayError, RuntimeError):
@@ -79,20 +78,6 @@ def _reset_peak_rss() -> bool:
 def _malloc_trim():
     with contextlib.suppress(Exception): ctypes.CDLL('libc.so.6').malloc_trim(0)
 
-_KEEP = 1 << 30
-_steady = False
-
-def set_steady_malloc(keep: int = _KEEP) -> bool:
-    """Make glibc's malloc keep up to `keep` bytes of freed memory for reuse (its mmap and trim thresholds), for the rest of
-    the process. True when set (Linux with glibc), False elsewhere."""
-    global _steady
-    if _steady: return True
-    try: libc = ctypes.CDLL('libc.so.6')
-    except OSError: return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    _steady = bool(libc.mallopt(M_MMAP_THRESHOLD, keep)) and bool(libc.mallopt(M_TRIM_THRESHOLD, keep))
-    return _steady
-
 class PeakMemory:
     "`with PeakMemory(device) as m: ...` → `m.mb`: the peak memory above the starting point while the block ran (None if unknowable)."
     def __init__(self, device='cpu'): self.device, self.mb = torch.device(device), None
@@ -117,7 +102,7 @@ class PeakMemory:
         elif (peak := _maxrss()) > self.base_peak: self.mb = (peak - self.base) / 2**20
         return False
 
-# %% ../nbs/11_bench.ipynb #2ff3e25d
+# %% ../nbs/11_bench.ipynb #3de1189b
 def _cpu_name() -> str:
     with contextlib.suppress(OSError):
         with open('/proc/cpuinfo') as f:
@@ -146,7 +131,7 @@ def _fixed_threads(threads: int | None):
         if old_env is None: os.environ.pop('MODELPLAY_THREADS', None)
         else: os.environ['MODELPLAY_THREADS'] = old_env
 
-# %% ../nbs/11_bench.ipynb #0b49c53c
+# %% ../nbs/11_bench.ipynb #774b5c84
 BENCH_COLUMNS = {   # key: (header, format)
     'name': ('model', 'str'), 'family': ('family', 'str'), 'params': ('params', 'int'), 'flops': ('FLOPs/sample', 'si'),
     'latency_ms': ('latency ms', 'num'), 'infer_sps': ('infer samples/s', 'rate'), 'train_sps': ('train samples/s', 'rate'),
@@ -190,7 +175,7 @@ class BenchTable:
         iqr = row.get(key + '_iqr')
         return f"{s} ±{iqr / 2 / v:.0%}" if iqr is not None and v else s
 
-# %% ../nbs/11_bench.ipynb #24be0676
+# %% ../nbs/11_bench.ipynb #0b49c53c
 def _header(env: dict) -> str:
     keys = ('cpu', 'cores', 'threads', 'torch', 'device', 'date')
     return ' · '.join(f"{k} {env[k]}" if k in ('cores', 'threads', 'torch') else str(env[k]) for k in keys if k in env)
@@ -237,7 +222,7 @@ BenchTable.to_markdown = _table_markdown
 BenchTable.to_html = _table_html
 BenchTable._repr_html_ = _table_html
 
-# %% ../nbs/11_bench.ipynb #0a1e72d2
+# %% ../nbs/11_bench.ipynb #24be0676
 def _to_csv(self, path=None) -> str:
     "The rows as CSV text (every key, spreads included), written to `path` when given."
     keys = list(dict.fromkeys(k for r in self.rows for k in r))
@@ -260,7 +245,7 @@ def _from_json(cls, source) -> BenchTable:
 
 BenchTable.to_csv, BenchTable.to_json, BenchTable.from_json = _to_csv, _to_json, classmethod(_from_json)
 
-# %% ../nbs/11_bench.ipynb #99527363
+# %% ../nbs/11_bench.ipynb #1edb51f3
 def _pareto(self, x: str = 'params', y: str = 'acc', x_better: Literal['lower', 'higher'] = 'lower',
             y_better: Literal['higher', 'lower'] = 'higher') -> BenchTable:
     "The rows no other row beats on both `x` and `y` (by default: fewer parameters and higher accuracy), sorted by `x`."
@@ -300,7 +285,7 @@ def _plot(self, x: str = 'params', y: str = 'acc', path=None, logx: bool = True,
 
 BenchTable.pareto, BenchTable.plot = _pareto, _plot
 
-# %% ../nbs/11_bench.ipynb #377e09f1
+# %% ../nbs/11_bench.ipynb #6382400b
 BENCH_METRICS = ('params', 'flops', 'latency', 'throughput', 'train', 'memory', 'accuracy')
 
 def _targets(spec, out, x):
@@ -327,7 +312,7 @@ def _without_budget(spec) -> dict:
     "The spec with the budget keys of its recipe removed, so the benchmark's budget is the only one."
     return {**spec, 'train': {k: v for k, v in (spec.get('train') or {}).items() if k not in ('epochs', 'steps', 'budget', 'batch_size')}}
 
-# %% ../nbs/11_bench.ipynb #a4457416
+# %% ../nbs/11_bench.ipynb #18264549
 def _measure_speed(row, spec, base, s, dev):
     "Latency, inference and training throughput, training memory — on copies of `base`."
     dtype = amp_dtype(s['amp'], dev)
@@ -395,7 +380,7 @@ def _measure(label: str, spec: dict, model, data, s: dict) -> dict:
     gc.collect()
     return row
 
-# %% ../nbs/11_bench.ipynb #b190747a
+# %% ../nbs/11_bench.ipynb #a4457416
 def _plain(v) -> bool:
     "Is `v` made only of what `torch.load(weights_only=True)` reads back: tensors, strings, numbers, None, and lists, tuples and dicts of them?"
     if v is None or isinstance(v, (torch.Tensor, str, bool, int, float)): return True
@@ -430,7 +415,7 @@ def _dataset_from_payload(d: dict):
         if not f.init: setattr(ds, f.name, d[f.name])
     return ds
 
-# %% ../nbs/11_bench.ipynb #3e0eee02
+# %% ../nbs/11_bench.ipynb #d3c4812c
 _MARK = '@@modelplay-bench-row@@'
 _CHILD = "from modelplay.bench import _child_main; _child_main()"
 
@@ -439,7 +424,7 @@ def _child_main():
     job = json.loads(sys.stdin.read())
     s = job['settings']
     torch.set_num_threads(s['threads'])
-    if s.get('steady_malloc'): set_steady_malloc()
+    if s.get('steady_malloc'): apply_malloc('keep')
     model = None
     if job.get('weights'):
         model = build(job['spec'], seed=s['seed'])
@@ -463,7 +448,7 @@ def _measure_isolated(label, spec, model, data, s, tmp: Path) -> dict:
         raise BenchError(f"{label}: the isolated measurement failed (exit {r.returncode}):\n{r.stderr[-2000:]}{hint}")
     return json.loads(line[len(_MARK):])
 
-# %% ../nbs/11_bench.ipynb #338cbc59
+# %% ../nbs/11_bench.ipynb #3e0eee02
 def _resolve(item, i: int) -> tuple:
     "(label, spec, built model or None) of a preset name, YAML path or text, spec dict or built model."
     if isinstance(item, nn.Module):
@@ -488,12 +473,13 @@ def _check_fits(label, spec, data):
 def bench(models, data=None, budget=None, *, epochs=None, steps=None, batch_size: int = 128, metrics=None,
           isolate: bool = False, seed: int = 0, device=None, threads: int | None = None, repeats: int = 5, warmup: int = 2,
           min_time: float = 0.05, amp='auto', eval_batches: int | None = None, progress: bool = True,
-          steady_malloc: bool = True) -> BenchTable:
+          malloc: str | None = None) -> BenchTable:
     """Measure each model (preset name, YAML path, spec dict or built model) the same way: params, FLOPs/sample, latency (batch 1),
     inference and training throughput and training memory at `batch_size`, and — given `data` — accuracy after the same budget
     (`budget='30s'`, `epochs=` or `steps=`; one epoch when none is given) with the same seed. `metrics` picks a subset of `BENCH_METRICS`;
     `isolate=True` measures each model in a fresh process. Threads and device are fixed for the run and recorded in the table;
-    `steady_malloc` (on CPU) keeps freed memory in the C allocator so no model is timed in a colder state than another."""
+    On a CPU, setting `malloc` (`malloc=` here) decides whether the C allocator keeps freed memory (see `apply_malloc`), so that
+    no model is timed in a colder allocator state than another."""
     items = [models] if isinstance(models, (str, dict, Path, nn.Module)) else list(models)
     metrics = list(metrics or [m for m in BENCH_METRICS if m != 'accuracy' or data is not None])
     if (bad := [m for m in metrics if m not in BENCH_METRICS]): raise BenchError(f"unknown metrics {bad}; choose from {', '.join(BENCH_METRICS)}")
@@ -508,7 +494,7 @@ def bench(models, data=None, budget=None, *, epochs=None, steps=None, batch_size
     resolved = [_resolve(item, i) for i, item in enumerate(items)]
     if 'accuracy' in metrics:
         for label, spec, _ in resolved: _check_fits(label, spec, data)
-    steady = steady_malloc and dev.type == 'cpu' and set_steady_malloc()
+    steady = dev.type == 'cpu' and apply_malloc(malloc)
     with _fixed_threads(threads) as n, tempfile.TemporaryDirectory(prefix='modelplay-bench-') as tmp:
         dtype = amp_dtype(amp, dev)
         s = dict(device=str(dev), threads=n, seed=seed, batch_size=batch_size, repeats=repeats, warmup=warmup, min_time=min_time,
@@ -518,7 +504,7 @@ def bench(models, data=None, budget=None, *, epochs=None, steps=None, batch_size
                                autocast=str(dtype).removeprefix('torch.') if dtype else None, amp=amp, optimizer='AdamW', isolate=isolate,
                                metrics=metrics, memory=PeakMemory(dev).method if 'memory' in metrics else None,
                                data=(data if isinstance(data, str) else data.name) if data is not None and 'accuracy' in metrics else None,
-                               budget=_budget_text(fit_budget), allocator=f"glibc malloc keeps up to {_KEEP >> 20} MiB of freed memory for reuse" if steady else None)
+                               budget=_budget_text(fit_budget), allocator="malloc keeps freed memory (setting malloc = keep)" if steady else None)
         job_data = data if 'accuracy' in metrics else None
         if isolate and data is not None and not isinstance(data, str) and 'accuracy' in metrics:
             job_data = {'path': str(Path(tmp) / 'data.pt')}; torch.save(_dataset_payload(data), job_data['path'])

@@ -6,13 +6,13 @@ Docs: https://modelplay.github.io/modelplay/config.html.md"""
 
 # %% ../nbs/00a_config.ipynb #a4196f5a
 from __future__ import annotations
-import configparser, dataclasses, html, operator, os, re
+import configparser, ctypes, dataclasses, html, operator, os, re
 from pathlib import Path
 from .registry import ModelplayError, did_you_mean
 
 # %% auto #0
 __all__ = ['SETTINGS', 'SettingsError', 'Setting', 'user_settings_path', 'get_setting', 'Settings', 'settings', 'resolve_device',
-           'apply_threads']
+           'apply_malloc', 'apply_threads']
 
 # %% ../nbs/00a_config.ipynb #bcb253ad
 class SettingsError(ModelplayError, ValueError):
@@ -73,6 +73,8 @@ SETTINGS = {s.name: s for s in [
     Setting('seed', 'MODELPLAY_SEED', 0, 'int', "the default random seed"),
     Setting('attention_backend', 'MODELPLAY_ATTENTION', 'auto', 'choice', "scaled dot-product attention kernel",
             ('auto', 'flash', 'sdpa', 'math')),
+    Setting('malloc', 'MODELPLAY_MALLOC', 'keep', 'choice', "CPU training and benchmarks: keep = the C allocator keeps freed "
+            "memory for reuse (faster, steadier timings); system = leave it as it is", ('keep', 'system')),
 ]}
 
 def _check_name(name) -> Setting:
@@ -216,6 +218,20 @@ def resolve_device(device: str | None = None):
         raise SettingsError(f"{where}: device {name!r} is not available here (torch {torch.__version__}); "
                             f"available: {', '.join(have)}")
     return torch.device(name)
+
+_MALLOC_KEEP = 1 << 30
+_malloc_kept = False
+
+def apply_malloc(mode: str | None = None) -> bool:
+    "Setting `malloc`: with `keep`, fix glibc's mmap and trim thresholds at 1 GiB for the rest of the process; True when they are fixed."
+    global _malloc_kept
+    if get_setting('malloc', mode) != 'keep': return _malloc_kept
+    if _malloc_kept: return True
+    try: libc = ctypes.CDLL('libc.so.6')
+    except OSError: return False                                    # not glibc (macOS, Windows, musl): nothing to do
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    _malloc_kept = bool(libc.mallopt(M_MMAP_THRESHOLD, _MALLOC_KEEP)) and bool(libc.mallopt(M_TRIM_THRESHOLD, _MALLOC_KEEP))
+    return _malloc_kept
 
 def apply_threads(threads: int | None = None) -> int:
     "Set torch's CPU thread count from setting `threads` when it is above 0; the number of threads torch uses."

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .registry import ModelplayError, Range, LOSSES
 from .spec import SpecError, SECTIONS, check_value, load_spec
-from .config import resolve_device, apply_threads, get_setting
+from .config import resolve_device, apply_threads, apply_malloc, get_setting
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'TRAIN_KEYS', 'DEFAULT_RECIPE', 'SNAPSHOT_EVERY', 'parse_budget', 'lr_scale', 'History', 'make_loss',
@@ -380,6 +380,7 @@ def fit(model, data=None, *, epochs=None, steps=None, budget=None, lr=None, opti
     rank, world, own_group = _distributed()
     dev = resolve_device(device) if world == 1 or not torch.cuda.is_available() else torch.device('cuda', int(os.environ.get('LOCAL_RANK', rank)))
     apply_threads()
+    if dev.type == 'cpu': apply_malloc()
     seed = recipe.get('seed', get_setting('seed'))
     torch.manual_seed(seed)
     lm = spec['task'] == 'causal_lm'
