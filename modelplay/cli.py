@@ -581,9 +581,10 @@ def _parse(argv: list) -> argparse.Namespace:
 # %% ../nbs/13_cli.ipynb #fdb7aca7
 def main(argv=None) -> int:
     "Run `modelplay` with `argv` (default `sys.argv[1:]`); returns the exit status: 0 ok, 2 bad input, 130 interrupted, 1 a bug."
-    if argv is None:            # the program itself (the `modelplay` script or `python -m modelplay.cli`), about to exit
+    if argv is None:            # the program itself (the `modelplay` script or `python -m modelplay.cli`)
+        gc.freeze()             # what the imports made (torch: about a million objects) lives to the end: collections need not walk it
         try: return main(sys.argv[1:])
-        finally: gc.freeze()    # the interpreter's last garbage collections need not walk every object torch made (~0.25 s)
+        finally: gc.freeze()    # nor the interpreter's last collections at exit (~0.25 s)
     argv = list(argv)
     debug, command = '--debug' in argv, 'modelplay'
     try:
