@@ -20,6 +20,7 @@ from .blocks import *
 from .models import *
 from .zoo import *
 from .inspect import *
+from .filters import *
 from .checkpoint import *
 from .data import *
 from .train import *
@@ -28,5 +29,5 @@ from .widgets import *
 
 # %% ../nbs/99_api.ipynb #fa5c8728
 import sys as _sys
-_MODULES = ('registry', 'config', 'spec', 'layers', 'mixers', 'blocks', 'models', 'zoo', 'inspect', 'checkpoint', 'data', 'train', 'bench', 'widgets')
+_MODULES = ('registry', 'config', 'spec', 'layers', 'mixers', 'blocks', 'models', 'zoo', 'inspect', 'filters', 'checkpoint', 'data', 'train', 'bench', 'widgets')
 __all__ = ['__version__'] + [n for m in _MODULES for n in _sys.modules[f'modelplay.{m}'].__all__]   # (`mp.bench` is the function)

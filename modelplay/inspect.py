@@ -1,4 +1,4 @@
-"""Look inside a model: summary (torchinfo), parameter counts by stage, type and group, FLOPs, side-by-side comparison, traversal and replacement of layers, parameter-group metadata, parameter filters and optimizer parameter groups.
+"""Look inside a model: summary (torchinfo), parameter counts by stage, type and group, FLOPs, side-by-side comparison, traversal and replacement of layers and parameter-group metadata (the names filters and optimizer groups are written against: `07a_filters`).
 
 Docs: https://modelplay.github.io/modelplay/inspect.html.md"""
 
@@ -8,20 +8,18 @@ Docs: https://modelplay.github.io/modelplay/inspect.html.md"""
 from __future__ import annotations
 import copy, fnmatch, html, itertools, re
 from collections import defaultdict
-from typing import Callable, NamedTuple
 import torch
 import torch.nn as nn
-from .registry import REGISTRIES, MIXERS, MLPS, NORMS, ACTIVATIONS, did_you_mean
-from .spec import SpecError, fmt_path, prefix_paths, yaml_load
+from .registry import REGISTRIES, MIXERS, MLPS, NORMS, ACTIVATIONS
+from .spec import SpecError
 from .layers import GRN, LearnedPosition
 from .mixers import attention_backend
 from .zoo import flop_counter, compiler_absent
 from .models import Model, build
 
 # %% auto #0
-__all__ = ['DEFAULT_GROUP_RULES', 'Table', 'group_patterns', 'count_params', 'meta_copy', 'example_input', 'flops', 'Summary',
-           'summary', 'Comparison', 'compare', 'fmap', 'replace', 'structure', 'ParamFilter', 'explain', 'param_groups',
-           'default_param_groups', 'freeze', 'unfreeze']
+__all__ = ['Table', 'group_patterns', 'count_params', 'meta_copy', 'example_input', 'flops', 'Summary', 'summary', 'Comparison',
+           'compare', 'fmap', 'replace', 'structure']
 
 # %% ../nbs/07_inspect.ipynb #6759684f
 def _cell(v) -> str:
@@ -449,210 +447,3 @@ def structure(model: nn.Module, depth: int = 2, file=None):
     lines = [f"{type(model).__name__}  {sum(p.numel() for p in model.parameters()):,} params"]
     _tree(model, '', 0, depth, lines)
     print('\n'.join(lines), file=file)
-
-# %% ../nbs/07_inspect.ipynb #23bf958f
-_NAME_OPS = {'startswith': str.startswith, 'endswith': str.endswith, 'contains': lambda n, p: p in n,
-             'regex': lambda n, p: re.search(p, n) is not None, 'glob': fnmatch.fnmatchcase}
-_CMP = {'le': int.__le__, 'lt': int.__lt__, 'ge': int.__ge__, 'gt': int.__gt__, 'eq': int.__eq__}
-_no = lambda p: False
-
-class _Param(NamedTuple):
-    "What a rule looks at: the parameter's name, the tensor, its owning module and the model's groups (`members(cat, where)`)."
-    name: str
-    param: torch.Tensor
-    module: nn.Module
-    members: Callable
-
-def _module_classes() -> set:
-    "Names of every nn.Module subclass defined so far."
-    seen, todo = set(), [nn.Module]
-    while todo:
-        c = todo.pop()
-        if c not in seen: seen.add(c); todo += c.__subclasses__()
-    return {c.__name__ for c in seen}
-
-def _strs(v, path, errs) -> list:
-    vals = [v] if isinstance(v, str) else v
-    if isinstance(vals, list) and vals and all(isinstance(x, str) for x in vals): return vals
-    errs.append((path, f"must be a string or a list of strings, got {v!r}")); return []
-
-def _name_rule(v, path, errs):
-    if not isinstance(v, dict): v = {'glob': v}
-    if len(v) != 1 or next(iter(v)) not in _NAME_OPS:
-        errs.append((path, f"give one of {', '.join(_NAME_OPS)} (or a glob string); combine several with `or`, got {v!r}"))
-        return _no, ''
-    (op, pats), = v.items()
-    pats = _strs(pats, path + (op,), errs)
-    for x in pats if op == 'regex' else ():
-        try: re.compile(x)
-        except re.error as e: errs.append((path + (op,), f"bad regex {x!r}: {e}"))
-    return (lambda p: any(_NAME_OPS[op](p.name, x) for x in pats)), f"{op} {pats[0] if len(pats) == 1 else pats!r}"
-
-def _layer_type_rule(v, path, errs):
-    names, known = _strs(v, path, errs), _module_classes()
-    for n in names:
-        if n not in known: errs.append((path, f"no module class is called {n!r}{did_you_mean(n, known)}"))
-    return (lambda p: any(c.__name__ in names for c in type(p.module).__mro__)), str(v)
-
-def _ndim_rule(v, path, errs):
-    is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)
-    if isinstance(v, dict) and v and all(k in _CMP and is_int(n) for k, n in v.items()):
-        return (lambda p: all(_CMP[k](p.param.ndim, n) for k, n in v.items())), ' and '.join(f"{k} {n}" for k, n in v.items())
-    vals = [v] if is_int(v) else v
-    if isinstance(vals, list) and vals and all(is_int(x) and x >= 0 for x in vals): return (lambda p: p.param.ndim in vals), str(v)
-    errs.append((path, f"must be an int >= 0, a list of them, or a comparison {{le|lt|ge|gt|eq: int}} such as {{le: 1}}, got {v!r}"))
-    return _no, ''
-
-def _group_rule(v, path, errs):
-    cats, where = _strs(v, path, errs), fmt_path(path)
-    return (lambda p: any(p.name in p.members(c, where) for c in cats)), str(v)
-
-def _requires_grad_rule(v, path, errs):
-    if not isinstance(v, bool): errs.append((path, f"must be true or false, got {v!r}"))
-    return (lambda p: p.param.requires_grad == v), str(v)
-
-_LEAVES = {'name': _name_rule, 'layer_type': _layer_type_rule, 'ndim': _ndim_rule, 'group': _group_rule,
-           'requires_grad': _requires_grad_rule}
-_RULES = (*_LEAVES, 'and', 'or', 'not')
-
-def _combine(how, parts):
-    "`all` or `any` of `parts`; the reasons are those of the parts that held."
-    def test(p):
-        res = [part(p) for part in parts]
-        held = how(h for h, _ in res)
-        return held, [r for h, rs in res if h for r in rs] if held else []
-    return test
-
-def _compile(rule, path, errs):
-    "A rule → a test `_Param` → (held, reasons), where reasons name the rules that held; problems go to `errs`."
-    if not isinstance(rule, dict) or not rule:
-        errs.append((path, f"a rule must be a non-empty mapping of {', '.join(_RULES)}, got {rule!r}"))
-        return lambda p: (False, [])
-    parts = [_compile_key(k, v, path + (k,), errs) for k, v in rule.items()]
-    return parts[0] if len(parts) == 1 else _combine(all, parts)
-
-def _compile_key(key, v, path, errs):
-    where = fmt_path(path)
-    if key in ('and', 'or'):
-        if isinstance(v, list) and v: return _combine(all if key == 'and' else any, [_compile(r, path + (i,), errs) for i, r in enumerate(v)])
-        errs.append((path, f"`{key}` takes a non-empty list of rules, got {v!r}"))
-    elif key == 'not':
-        inner = _compile(v, path, errs)
-        return lambda p: (lambda h: (not h, [] if h else [f"{where}: {v} does not hold"]))(inner(p)[0])
-    elif key in _LEAVES:
-        test, text = _LEAVES[key](v, path, errs)
-        return lambda p: (lambda h: (h, [f"{where}: {text}"] if h else []))(test(p))
-    else: errs.append((path, f"unknown rule{did_you_mean(key, _RULES)} (valid: {', '.join(_RULES)})"))
-    return lambda p: (False, [])
-
-def _parse(rule, source):
-    return yaml_load(rule, source) if isinstance(rule, str) else rule
-
-class ParamFilter:
-    "Selects parameters by rules given as a dict or YAML text (`name`, `layer_type`, `ndim`, `group`, `requires_grad`, `and`, `or`, `not`)."
-    def __init__(self, rule):
-        if isinstance(rule, ParamFilter): rule = rule.rule
-        self.rule, errs = _parse(rule, '<filter>'), []
-        self._test = _compile(self.rule, (), errs)
-        if errs: raise SpecError(errs, 'parameter filter')
-    def __repr__(self): return f"ParamFilter({self.rule!r})"
-    def evaluate(self, model) -> list:
-        "(name, shape, layer, matched, reasons) for every parameter of `model`."
-        pats, cache = group_patterns(model), {}
-        def members(cat, where):
-            if cat not in pats and cat not in _SEMANTIC:
-                raise SpecError([(where, f"unknown group {cat!r}{did_you_mean(cat, pats)}; this model's groups: {', '.join(pats)}")], 'parameter filter')
-            if cat not in cache: cache[cat] = _matches(pats.get(cat, []), names)
-            return cache[cat]
-        owned = list(_owned(model)); names = [n for n, _, _ in owned]
-        return [(n, tuple(p.shape), type(mod).__name__, *self._test(_Param(n, p, mod, members))) for n, p, mod in owned]
-    def match(self, model) -> list:
-        "Names of the parameters of `model` this filter selects."
-        return [n for n, _, _, hit, _ in self.evaluate(model) if hit]
-
-# %% ../nbs/07_inspect.ipynb #fbbe7527
-def explain(rules, model: nn.Module) -> Table:
-    "A table of every parameter of `model`: matched or not and by which rules (a filter), or its group (group rules)."
-    if isinstance(rules, str): rules = yaml_load(rules, '<rules>')
-    if isinstance(rules, list) or isinstance(rules, dict) and rules and all(isinstance(v, dict) and 'match' in v for v in rules.values()):
-        groups = param_groups(model, rules, exhaustive=False, trainable_only=False)
-        where = {n: g['name'] for g in groups for n in g['param_names']}
-        return Table(['parameter', 'shape', 'layer', 'group'],
-                     [[n, tuple(p.shape), type(mod).__name__, where.get(n, '—')] for n, p, mod in _owned(model)])
-    rows = [[n, s, l, h, '; '.join(why)] for n, s, l, h, why in ParamFilter(rules).evaluate(model)]
-    return Table(['parameter', 'shape', 'layer', 'match', 'because'], rows, notes=[f"{sum(r[3] for r in rows)} of {len(rows)} parameters match"])
-
-# %% ../nbs/07_inspect.ipynb #1685dd9e
-DEFAULT_GROUP_RULES = [
-    {'name': 'no_decay', 'weight_decay': 0.0,
-     'match': {'or': [{'ndim': {'le': 1}}, {'group': ['norms', 'biases', 'positions', 'tokens']}]}},
-    {'name': 'decay', 'match': 'rest'}]
-
-def _group_specs(rules) -> list:
-    "(name, filter or 'rest', options) of every group, every mistake reported at its path."
-    rules = _parse(rules, '<groups>')
-    if isinstance(rules, dict): rules = [{'name': k, **v} if isinstance(v, dict) else v for k, v in rules.items()]
-    if not isinstance(rules, list): raise SpecError(f"parameter groups must be a list of groups, got {rules!r}")
-    out, errs = [], []
-    for i, grp in enumerate(rules):
-        if not isinstance(grp, dict) or 'match' not in grp:
-            errs.append(((i,), f"a group is a mapping with `match` (a rule, or 'rest') and its options, got {grp!r}")); continue
-        name = grp.get('name', f"group{i}")
-        if not isinstance(name, str): errs.append(((i, 'name'), f"the group's name must be a string; put rules under `match`, got {name!r}"))
-        if 'params' in grp: errs.append(((i, 'params'), "parameters come from `match`; remove `params`"))
-        opts = {k: v for k, v in grp.items() if k not in ('name', 'match', 'params')}
-        if grp['match'] == 'rest': out.append((name, 'rest', opts)); continue
-        try: out.append((name, ParamFilter(grp['match']), opts))
-        except SpecError as e: errs += prefix_paths(e, (i, 'match')).problems
-    if sum(f == 'rest' for _, f, _ in out) > 1: errs.append(('', "only one group can take the `rest`"))
-    if errs: raise SpecError(errs, 'parameter groups')
-    return out
-
-def _few(names, n=4) -> str: return ', '.join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else '')
-
-def param_groups(model: nn.Module, rules=DEFAULT_GROUP_RULES, exhaustive: bool = True, trainable_only: bool = True) -> list:
-    "Optimizer parameter groups (`params`, `name`, `param_names` and options) from group rules; each parameter in exactly one."
-    specs, params = _group_specs(rules), {n: p for n, p in model.named_parameters() if p.requires_grad or not trainable_only}
-    owner, problems = {}, []
-    for i, (name, f, _) in enumerate(specs):
-        if f == 'rest': continue
-        for n in f.match(model):
-            if n not in params: continue
-            if n in owner: problems.append((n, owner[n], name))
-            else: owner[n] = name
-    if problems:
-        pairs = sorted({(a, b) for _, a, b in problems})
-        raise SpecError(f"parameter groups overlap: " + '; '.join(
-            f"{_few([n for n, x, y in problems if (x, y) == pair])} matched by both {pair[0]!r} and {pair[1]!r}" for pair in pairs))
-    rest = next((name for name, f, _ in specs if f == 'rest'), None)
-    left = [n for n in params if n not in owner]
-    if left and rest: owner.update({n: rest for n in left})
-    elif left and exhaustive:
-        raise SpecError(f"no group matches {len(left)} parameter(s): {_few(left)}; add a group with `match: rest`, or pass exhaustive=False")
-    groups = []
-    for name, _, opts in specs:
-        names = [n for n in params if owner.get(n) == name]
-        if names: groups.append({'name': name, 'params': [params[n] for n in names], 'param_names': names, **opts})
-    return groups
-
-def default_param_groups(model: nn.Module, weight_decay: float) -> list:
-    "`DEFAULT_GROUP_RULES` with `weight_decay` for the decayed group: no decay for norms, biases, position tables and tokens."
-    rules = copy.deepcopy(DEFAULT_GROUP_RULES)
-    rules[1]['weight_decay'] = weight_decay
-    return param_groups(model, rules)
-
-# %% ../nbs/07_inspect.ipynb #85094d6c
-def _select(model, filter):
-    return [n for n, _ in model.named_parameters()] if filter is None else ParamFilter(filter).match(model)
-
-def freeze(model: nn.Module, filter=None) -> list:
-    "Set `requires_grad=False` on the parameters `filter` selects (all when None); returns their names."
-    ps, names = dict(model.named_parameters()), _select(model, filter)
-    for n in names: ps[n].requires_grad_(False)
-    return names
-
-def unfreeze(model: nn.Module, filter=None) -> list:
-    "Set `requires_grad=True` on the parameters `filter` selects (all when None); returns their names."
-    ps, names = dict(model.named_parameters()), _select(model, filter)
-    for n in names: ps[n].requires_grad_(True)
-    return names

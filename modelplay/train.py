@@ -317,7 +317,7 @@ class _Errs:
 
 # %% ../nbs/10_train.ipynb #c6c87f12
 def _param_groups(model, recipe, rules):
-    from modelplay.inspect import default_param_groups, param_groups
+    from modelplay.filters import default_param_groups, param_groups
     wd = recipe['weight_decay']
     groups = param_groups(model, rules) if rules is not None else default_param_groups(model, wd)
     for g in groups:

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 import modelplay as mp
-from modelplay.inspect import (summary, count_params, flops, compare, fmap, replace, structure, group_patterns, ParamFilter,
-                               explain, param_groups, default_param_groups, DEFAULT_GROUP_RULES, freeze, unfreeze, meta_copy)
+from modelplay.inspect import summary, count_params, flops, compare, fmap, replace, structure, group_patterns, meta_copy
+from modelplay.filters import ParamFilter, explain, param_groups, default_param_groups, DEFAULT_GROUP_RULES, freeze, unfreeze
 from modelplay.spec import SpecError
 from modelplay.layers import GRN
 
