@@ -124,10 +124,19 @@ class _File:
     values: dict
     def where(self, key) -> str: return f"{self.label}{self.path}:{self.values[key][1]}"
 
+_PARSED: dict = {}   # (path, label, text) → what `_read` made of it: building a model reads a setting per attention layer
+
 def _read(path: Path, label='') -> _File | None:
-    "Parse and check `path`; `None` when it has no `[modelplay]` section."
+    "Parse and check `path`; `None` when it has no `[modelplay]` section. The file is read every time, parsed when its text changed."
     try: text = path.read_text(encoding='utf-8')
     except (OSError, UnicodeDecodeError) as e: raise SettingsError(f"{label}{path}: cannot read: {e}") from None
+    key = (str(path), label, text)
+    if key not in _PARSED:
+        if len(_PARSED) > 32: _PARSED.clear()
+        _PARSED[key] = _parse(path, label, text)
+    return _PARSED[key]
+
+def _parse(path: Path, label: str, text: str) -> _File | None:
     cp = configparser.ConfigParser(interpolation=None, default_section='\0', inline_comment_prefixes=('#', ';'))
     try: cp.read_string(text, source=str(path))
     except configparser.Error as e: raise _parse_error(e, label + str(path), text.splitlines()) from None

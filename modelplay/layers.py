@@ -6,7 +6,7 @@ Docs: https://modelplay.github.io/modelplay/layers.html.md"""
 
 # %% ../nbs/02_layers.ipynb #d34e6c51
 from __future__ import annotations
-import math
+import functools, math
 from typing import Annotated, Literal
 import torch
 import torch.nn as nn
@@ -257,6 +257,17 @@ def rotate_half(x):
     a, b = x.chunk(2, dim=-1)
     return torch.cat([-b, a], dim=-1)
 
+@functools.lru_cache(maxsize=32)
+def _rotary_tables(head_dim: int, grid: tuple, kind: str, base: float) -> tuple:
+    "(cos, sin), each (N, head_dim), of the rotary angles of the N positions of `grid`, computed once per shape on the CPU."
+    with torch.device('cpu'):
+        if kind == '2d':
+            h, w = grid
+            rows, cols = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)
+            ang = torch.cat([Rotary._angles(rows, head_dim // 2, base), Rotary._angles(cols, head_dim // 2, base)], dim=-1)
+        else: ang = Rotary._angles(torch.arange(_prod(grid)), head_dim, base)
+        return ang.cos(), ang.sin()
+
 class Rotary(nn.Module):
     "Rotary position embedding, 1-D over the flattened tokens or 2-D (axial: rows and columns) over a grid."
     def __init__(self, head_dim: int, grid: tuple, kind: Literal['1d', '2d'] = '1d', base: float = 10000.0, prefix: int = 0):
@@ -265,14 +276,13 @@ class Rotary(nn.Module):
         if kind == '2d':
             if len(grid) != 2: raise SpecError([(('rope',), f"rope '2d' needs a 2-D grid (H, W); this layer sees a grid of {grid}: use rope '1d'")])
             if head_dim % 4: raise SpecError([(('rope',), f"rope '2d' needs a head size divisible by 4, got {head_dim}")])
-            h, w = grid
-            rows, cols = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)
-            ang = torch.cat([self._angles(rows, head_dim // 2, base), self._angles(cols, head_dim // 2, base)], dim=-1)
-        else:
-            if head_dim % 2: raise SpecError([(('rope',), f"rope needs an even head size, got {head_dim}")])
-            ang = self._angles(torch.arange(_prod(grid)), head_dim, base)
-        self.register_buffer('cos', ang.cos(), persistent=False)
-        self.register_buffer('sin', ang.sin(), persistent=False)
+        elif head_dim % 2: raise SpecError([(('rope',), f"rope needs an even head size, got {head_dim}")])
+        device = torch.get_default_device()
+        if device.type == 'meta':   # shapes only: a model built to be measured skips the trigonometry
+            cos, sin = (torch.empty(_prod(grid), head_dim, device=device) for _ in 'cs')
+        else: cos, sin = (t.to(device, copy=True) for t in _rotary_tables(head_dim, grid, kind, base))
+        self.register_buffer('cos', cos, persistent=False)
+        self.register_buffer('sin', sin, persistent=False)
 
     @staticmethod
     def _angles(pos, d, base):

@@ -177,6 +177,7 @@ class ComponentInfo:
     doc: str
     fields: list
     aliases: tuple = ()
+    kwargs: bool = False   # the constructor takes **kwargs: every context value is passed
     def field(self, name): return next(f for f in self.fields if f.name == name)
     @property
     def params(self): return [f for f in self.fields if not f.context]
@@ -273,11 +274,10 @@ class Registry:
             kw = dict(spec); name = kw.pop(self.type_key, None)
             if name is None: raise RegistryError(f"{self.kind}: a component dict needs a {self.type_key!r} key, got {spec!r}")
         else: return spec   # already a module / object: use as is
-        obj = self.get(name)
-        accepted = {f.name for f in self.describe(name).fields}
-        extra = {k: v for k, v in context.items() if k in accepted and k not in kw}
-        if takes_kwargs(obj): extra = {k: v for k, v in context.items() if k not in kw}
-        return obj(**kw, **extra)
+        info = self.describe(name)       # cached: a model of many layers inspects each constructor once
+        accepted = {f.name for f in info.fields}
+        extra = {k: v for k, v in context.items() if (info.kwargs or k in accepted) and k not in kw}
+        return info.obj(**kw, **extra)
 
     def describe(self, name) -> ComponentInfo:
         "Typed fields of component `name` from its constructor signature (cached until it is re-registered)."
@@ -285,7 +285,8 @@ class Registry:
         if name not in self._described:
             obj = self._items[name]
             doc = (inspect.getdoc(obj) or '').strip().split('\n')[0]
-            self._described[name] = ComponentInfo(self.kind, name, obj, doc, fields_of(obj, self.context), self.aliases_of(name))
+            self._described[name] = ComponentInfo(self.kind, name, obj, doc, fields_of(obj, self.context), self.aliases_of(name),
+                                                  takes_kwargs(obj))
         return self._described[name]
 
     def __repr__(self): return f"Registry({self.kind!r}: {', '.join(self.names()) or 'empty'})"
