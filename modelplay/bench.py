@@ -180,12 +180,16 @@ def _header(env: dict) -> str:
     keys = ('cpu', 'cores', 'threads', 'torch', 'device', 'date')
     return ' · '.join(f"{k} {env[k]}" if k in ('cores', 'threads', 'torch') else str(env[k]) for k in keys if k in env)
 
+def _repeats_text(s: dict) -> str:
+    r = s.get('rounds') or 1
+    return f"{s.get('repeats')} repeats" if r == 1 else f"{r} × {s.get('repeats')} repeats ({r} rounds over all the models)"
+
 def _notes(env: dict) -> str:
     s = env.get('settings', {})
     if not s: return ''
     parts = [f"latency: batch 1; throughput and training at batch {s.get('batch_size')}; eval mode and no_grad for inference, "
              f"forward+backward+{s.get('optimizer', 'AdamW')} step for training; autocast {s.get('autocast') or 'off'} (amp={s.get('amp')!r})",
-             f"± = half the interquartile range of {s.get('repeats')} repeats after {s.get('warmup')} warm-up calls"]
+             f"± = half the interquartile range of {_repeats_text(s)} after {s.get('warmup')} warm-up calls"]
     if s.get('memory'): parts.append(f"memory: {s['memory']} of a training step (weights, gradients, optimizer state, activations)")
     if s.get('data'): parts.append(f"accuracy on {s['data']} after {s.get('budget')} per model, seed {s.get('seed')}")
     if s.get('isolate'): parts.append('one fresh process per model')
@@ -313,8 +317,10 @@ def _without_budget(spec) -> dict:
     return {**spec, 'train': {k: v for k, v in (spec.get('train') or {}).items() if k not in ('epochs', 'steps', 'budget', 'batch_size')}}
 
 # %% ../nbs/11_bench.ipynb #18264549
-def _measure_speed(row, spec, base, s, dev):
-    "Latency, inference and training throughput, training memory — on copies of `base`."
+def _measure_speed(row, spec, base, s, dev, samples: dict | None = None, memory: bool = True) -> dict:
+    "Latency, inference and training throughput (samples added to `samples`: key → seconds-derived values) and training memory — on copies of `base`."
+    samples = {} if samples is None else samples
+    add = lambda key, xs: samples.setdefault(key, []).extend(xs)
     dtype = amp_dtype(s['amp'], dev)
     cast = lambda: torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)
     cl = any(isinstance(m, nn.Conv2d) for m in base.modules()) and dev.type in ('cpu', 'cuda')
@@ -324,20 +330,21 @@ def _measure_speed(row, spec, base, s, dev):
         return x, aux
     call = lambda m, x, aux: m(x, aux) if aux is not None else m(x)
     m_ = s['metrics']
+    memory = memory and 'memory' in m_
     if 'latency' in m_ or 'throughput' in m_:
         model = copy.deepcopy(base).to(dev).eval()
         if cl: model.to(memory_format=torch.channels_last)
         def infer(x, aux):
             with torch.no_grad(), cast(): call(model, x, aux)
         if 'latency' in m_:
-            x1 = inputs(1); _put(row, 'latency_ms', [t * 1e3 for t in _timed(lambda: infer(*x1), s, dev)])
+            x1 = inputs(1); add('latency_ms', [t * 1e3 for t in _timed(lambda: infer(*x1), s, dev)])
         if 'throughput' in m_:
-            xb = inputs(s['batch_size']); _put(row, 'infer_sps', [s['batch_size'] / t for t in _timed(lambda: infer(*xb), s, dev)])
+            xb = inputs(s['batch_size']); add('infer_sps', [s['batch_size'] / t for t in _timed(lambda: infer(*xb), s, dev)])
         del model
-    if 'train' in m_ or 'memory' in m_:
+    if 'train' in m_ or memory:
         x, aux = inputs(s['batch_size']); loss_fn = make_loss(spec)
         probe = PeakMemory(dev)
-        with probe:
+        with probe if memory else contextlib.nullcontext():
             model = copy.deepcopy(base).to(dev).train()
             if cl: model.to(memory_format=torch.channels_last)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-6)   # tiny steps: the weights stay sane on random targets
@@ -347,36 +354,48 @@ def _measure_speed(row, spec, base, s, dev):
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             if 'train' in m_: times = _timed(step, s, dev)
             else: step(); step()
-        if 'train' in m_: _put(row, 'train_sps', [s['batch_size'] / t for t in times])
-        if 'memory' in m_: row['mem_mb'] = probe.mb
+        if 'train' in m_: add('train_sps', [s['batch_size'] / t for t in times])
+        if memory: row['mem_mb'] = probe.mb
         del model, opt
+    return samples
 
 def _family(label: str) -> str:
     "The zoo family of a preset-like name (`mnist/vit_210k` → vit), '' when the name says nothing."
     fam = preset_family(label)
     return fam if fam in _FAMILY.values() else ''
 
-def _measure(label: str, spec: dict, model, data, s: dict) -> dict:
-    "One row of the table: the metrics `s['metrics']` names, for a spec (built here with `s['seed']`) or a built model (copied)."
-    dev, m_ = torch.device(s['device']), s['metrics']
+def _prepare(label: str, spec: dict, model, s: dict) -> tuple:
+    "(row with name, family, params and FLOPs; the model to time): a spec is built here with `s['seed']`, a built model is used as given."
     torch.manual_seed(s['seed'])
     base = model if model is not None else build(spec, seed=s['seed'])
-    row = {'name': label, 'family': _family(label)}
+    row, m_ = {'name': label, 'family': _family(label)}, s['metrics']
     if 'params' in m_: row['params'] = sum(p.numel() for p in base.parameters() if p.requires_grad)
     if 'flops' in m_: row['flops'] = _flops(spec, model, base)
+    return row, base
+
+def _finish(row, samples: dict):
+    "Medians and spreads of the timing samples, into `row`."
+    for key, xs in samples.items(): _put(row, key, xs)
+
+def _accuracy(row, spec, base, data, s, dev):
+    "Train a copy of `base` for the shared budget and seed, then evaluate it: steps, wall time and the metrics, into `row`."
+    if isinstance(data, str):
+        from modelplay.data import load_data
+        data = load_data(data)
+    m = copy.deepcopy(base); m.spec = _without_budget(spec)
+    h = fit(m, data, **s['budget'], batch_size=s['batch_size'], seed=s['seed'], device=dev.type, amp=s['amp'],
+            progress=False, eval=False)
+    row.update(steps=len(h.steps), train_s=h.wall_time)
+    row.update({k: v for k, v in evaluate(m, data, max_batches=s['eval_batches'], amp=s['amp']).items()})
+    if h.stopped_early: row['note'] = h.reason
+
+def _measure(label: str, spec: dict, model, data, s: dict) -> dict:
+    "One row of the table, for one model alone: the metrics `s['metrics']` names, for a spec (built here with `s['seed']`) or a built model (copied)."
+    dev = torch.device(s['device'])
+    row, base = _prepare(label, spec, model, s)
     torch.manual_seed(s['seed'])
-    _measure_speed(row, spec, base, s, dev)
-    if 'accuracy' in m_ and data is not None:
-        if isinstance(data, str):
-            from modelplay.data import load_data
-            data = load_data(data)
-        m = copy.deepcopy(base); m.spec = _without_budget(spec)
-        h = fit(m, data, **s['budget'], batch_size=s['batch_size'], seed=s['seed'], device=dev.type, amp=s['amp'],
-                progress=False, eval=False)
-        row.update(steps=len(h.steps), train_s=h.wall_time)
-        row.update({k: v for k, v in evaluate(m, data, max_batches=s['eval_batches'], amp=s['amp']).items()})
-        if h.stopped_early: row['note'] = h.reason
-        del m
+    _finish(row, _measure_speed(row, spec, base, s, dev))
+    if 'accuracy' in s['metrics'] and data is not None: _accuracy(row, spec, base, data, s, dev)
     gc.collect()
     return row
 
@@ -459,6 +478,26 @@ def _resolve(item, i: int) -> tuple:
     named = isinstance(item, str) and '\n' not in item and Path(item).suffix not in ('.yaml', '.yml')
     return (item if named else spec.get('name') or f"model{i}"), spec, None
 
+def _measure_interleaved(labels, resolved, data, s: dict, progress: bool) -> list:
+    "Every model's row in one process, the timing taken in `s['rounds']` passes over all the models, memory in the first."
+    dev, spent, jobs = torch.device(s['device']), [0.0] * len(labels), []
+    def timed(i, f):
+        t = time.perf_counter(); out = f(); spent[i] += time.perf_counter() - t
+        return out
+    for i, (label, (_, spec, model)) in enumerate(zip(labels, resolved)):
+        jobs.append((*timed(i, lambda: _prepare(label, spec, model, s)), spec, {}))
+    for r in range(s['rounds']):
+        for i, (row, base, spec, samples) in enumerate(jobs):
+            torch.manual_seed(s['seed'])
+            timed(i, lambda: _measure_speed(row, spec, base, s, dev, samples, memory=r == 0)); gc.collect()
+    rows = []
+    for i, (row, base, spec, samples) in enumerate(jobs):
+        _finish(row, samples)
+        if 'accuracy' in s['metrics'] and data is not None: timed(i, lambda: _accuracy(row, spec, base, data, s, dev))
+        rows.append(row); jobs[i] = base = None; gc.collect()   # this model is done: let it go
+        if progress: print(f"[{i + 1}/{len(labels)}] {labels[i]}: {spent[i]:.1f} s", flush=True)
+    return rows
+
 def _budget_text(b: dict) -> str: return ', '.join(f"{k}={v}" for k, v in b.items())
 
 def _check_fits(label, spec, data):
@@ -472,18 +511,22 @@ def _check_fits(label, spec, data):
 
 def bench(models, data=None, budget=None, *, epochs=None, steps=None, batch_size: int = 128, metrics=None,
           isolate: bool = False, seed: int = 0, device=None, threads: int | None = None, repeats: int = 5, warmup: int = 2,
-          min_time: float = 0.05, amp='auto', eval_batches: int | None = None, progress: bool = True,
+          min_time: float = 0.05, rounds: int = 3, amp='auto', eval_batches: int | None = None, progress: bool = True,
           malloc: str | None = None) -> BenchTable:
     """Measure each model (preset name, YAML path, spec dict or built model) the same way: params, FLOPs/sample, latency (batch 1),
     inference and training throughput and training memory at `batch_size`, and — given `data` — accuracy after the same budget
     (`budget='30s'`, `epochs=` or `steps=`; one epoch when none is given) with the same seed. `metrics` picks a subset of `BENCH_METRICS`;
-    `isolate=True` measures each model in a fresh process. Threads and device are fixed for the run and recorded in the table;
+    `isolate=True` measures each model in a fresh process; otherwise the timing is taken in `rounds` passes over all the models
+    (each pass `repeats` measurements per figure), so that a slow spell of the machine falls on every model alike, and every
+    model stays built until the end. Threads and device are fixed for the run and recorded in the table;
     On a CPU, setting `malloc` (`malloc=` here) decides whether the C allocator keeps freed memory (see `apply_malloc`), so that
     no model is timed in a colder allocator state than another."""
     items = [models] if isinstance(models, (str, dict, Path, nn.Module)) else list(models)
     metrics = list(metrics or [m for m in BENCH_METRICS if m != 'accuracy' or data is not None])
     if (bad := [m for m in metrics if m not in BENCH_METRICS]): raise BenchError(f"unknown metrics {bad}; choose from {', '.join(BENCH_METRICS)}")
     if 'accuracy' in metrics and data is None: raise BenchError("metric 'accuracy' needs data= (a Dataset or a name like 'mnist')")
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1: raise BenchError(f"rounds must be an int >= 1, got {rounds!r}")
+    rounds = 1 if isolate else rounds
     dev = resolve_device(device)
     fit_budget = {k: v for k, v in dict(budget=budget, epochs=epochs, steps=steps).items() if v is not None} or {'epochs': 1}
     if data is not None and not isinstance(data, str) and not hasattr(data, 'loader'):
@@ -498,9 +541,9 @@ def bench(models, data=None, budget=None, *, epochs=None, steps=None, batch_size
     with _fixed_threads(threads) as n, tempfile.TemporaryDirectory(prefix='modelplay-bench-') as tmp:
         dtype = amp_dtype(amp, dev)
         s = dict(device=str(dev), threads=n, seed=seed, batch_size=batch_size, repeats=repeats, warmup=warmup, min_time=min_time,
-                 amp=amp, metrics=metrics, budget=fit_budget, eval_batches=eval_batches, steady_malloc=steady)
+                 rounds=rounds, amp=amp, metrics=metrics, budget=fit_budget, eval_batches=eval_batches, steady_malloc=steady)
         env = machine_info(dev)
-        env['settings'] = dict(batch_size=batch_size, repeats=repeats, warmup=warmup, min_time=min_time, seed=seed,
+        env['settings'] = dict(batch_size=batch_size, repeats=repeats, warmup=warmup, min_time=min_time, rounds=rounds, seed=seed,
                                autocast=str(dtype).removeprefix('torch.') if dtype else None, amp=amp, optimizer='AdamW', isolate=isolate,
                                metrics=metrics, memory=PeakMemory(dev).method if 'memory' in metrics else None,
                                data=(data if isinstance(data, str) else data.name) if data is not None and 'accuracy' in metrics else None,
@@ -508,13 +551,15 @@ def bench(models, data=None, budget=None, *, epochs=None, steps=None, batch_size
         job_data = data if 'accuracy' in metrics else None
         if isolate and data is not None and not isinstance(data, str) and 'accuracy' in metrics:
             job_data = {'path': str(Path(tmp) / 'data.pt')}; torch.save(_dataset_payload(data), job_data['path'])
-        rows, seen = [], {}
-        for i, (label, spec, model) in enumerate(resolved):
+        labels, seen = [], {}
+        for label, _, _ in resolved:
             seen[label] = seen.get(label, 0) + 1
-            if seen[label] > 1: label = f"{label} ({seen[label]})"
-            t = time.perf_counter()
-            row = (_measure_isolated(label, spec, model, job_data, s, Path(tmp)) if isolate
-                   else _measure(label, spec, model, job_data, s))
-            rows.append(row)
-            if progress: print(f"[{i + 1}/{len(items)}] {label}: {time.perf_counter() - t:.1f} s", flush=True)
+            labels.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+        if not isolate: rows = _measure_interleaved(labels, resolved, job_data, s, progress)
+        else:
+            rows = []
+            for i, (label, (_, spec, model)) in enumerate(zip(labels, resolved)):
+                t = time.perf_counter()
+                rows.append(_measure_isolated(label, spec, model, job_data, s, Path(tmp)))
+                if progress: print(f"[{i + 1}/{len(items)}] {label}: {time.perf_counter() - t:.1f} s", flush=True)
     return BenchTable(rows, env)

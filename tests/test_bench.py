@@ -49,7 +49,7 @@ def test_isolated_processes_measure_the_same(table):
     built = mp.build('mnist/sdn_8k', seed=1)                          # its own weights travel with it
     iso = bench(['mnist/sdn_8k', built], data=D28, steps=2, isolate=True, **FAST)
     inproc = bench(['mnist/sdn_8k', built], data=D28, steps=2, metrics=['params', 'flops', 'accuracy'], **FAST)
-    assert iso.env['settings']['isolate'] is True
+    assert iso.env['settings']['isolate'] is True and iso.env['settings']['rounds'] == 1   # one process per model: one pass
     assert iso.column('name') == ['mnist/sdn_8k', 'sdn_8k']
     for a, b in zip(iso, inproc):
         assert (a['params'], a['flops'], a['steps']) == (b['params'], b['flops'], b['steps'])

@@ -2,7 +2,7 @@
 
     python tests/bench/bench_selfcheck.py [--models mnist/cnn_421k mnist/vit_38k] [--times 3] [--isolate]
 
-Benchmarks each model `--times` times in ONE `bench` call (default settings) and prints, per model and metric, the medians
+Benchmarks each model `--times` times in ONE `bench` call (default settings: the timing interleaved over the models in rounds) and prints, per model and metric, the medians
 and the ratio of the largest to the smallest; the target is that the same model's medians lie within 10% of each other.
 The exit status is 0 when every ratio is at most 1.10."""
 import argparse, os, platform, sys
@@ -22,7 +22,7 @@ def main():
     s = t.env['settings']
     print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, Python {platform.python_version()}, "
           f"torch {torch.__version__}, threads {t.env.get('threads')}")
-    print(f"bench settings: batch {s['batch_size']}, {s['repeats']} repeats of >= {s['min_time']} s after {s['warmup']} warm-up calls, "
+    print(f"bench settings: batch {s['batch_size']}, {s.get('rounds', 1)} rounds over all the models of {s['repeats']} repeats of >= {s['min_time']} s after {s['warmup']} warm-up calls, "
           f"isolate={a.isolate}, allocator: {s.get('allocator') or 'as the process left it'}")
     worst = 1.0
     for m in a.models:
