@@ -6,7 +6,7 @@ Docs: https://modelplay.github.io/modelplay/bench.html.md"""
 
 # %% ../nbs/11_bench.ipynb #5d0b2483
 from __future__ import annotations
-import contextlib, copy, csv, ctypes, datetime, gc, html, io, json, math, os, platform, resource, statistics, subprocess, sys, tempfile, time
+import contextlib, copy, csv, ctypes, datetime, gc, html, io, json, math, os, platform, resource, statistics, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,7 +20,8 @@ from .zoo import forward_flops, spec_input, preset_family, _si, _FAMILY
 from .train import fit, evaluate, make_loss, amp_dtype
 
 # %% auto #0
-__all__ = ['BENCH_COLUMNS', 'BENCH_METRICS', 'BenchError', 'time_calls', 'PeakMemory', 'machine_info', 'BenchTable', 'bench']
+__all__ = ['BENCH_COLUMNS', 'BENCH_METRICS', 'BenchError', 'time_calls', 'PeakMemory', 'machine_info', 'others_running',
+           'BusyMeter', 'BenchTable', 'bench']
 
 # %% ../nbs/11_bench.ipynb #d6f4b56d
 class BenchError(ModelplayError, RuntimeError):
@@ -131,6 +132,32 @@ def _fixed_threads(threads: int | None):
         if old_env is None: os.environ.pop('MODELPLAY_THREADS', None)
         else: os.environ['MODELPLAY_THREADS'] = old_env
 
+# %% ../nbs/11_bench.ipynb #4e09f65f
+def others_running() -> int | None:
+    "Threads of other processes runnable at this instant (Linux: /proc/loadavg's running count less this process's running threads); None elsewhere."
+    try:
+        with open('/proc/loadavg') as f: running = int(f.read().split()[3].split('/')[0])
+        own = 0
+        for tid in os.listdir('/proc/self/task'):
+            with contextlib.suppress(OSError):
+                with open(f'/proc/self/task/{tid}/stat') as f: own += f.read().rsplit(')', 1)[1].split()[0] == 'R'
+        return max(0, running - own)
+    except (OSError, ValueError, IndexError): return None
+
+class BusyMeter:
+    "While the block runs, a background thread samples `others_running()` every `every` s; `.mean` is their average (None where unknown)."
+    def __init__(self, every: float = 0.05): self.every, self.samples, self._stop = every, [], threading.Event()
+    def _sample(self):
+        while not self._stop.wait(self.every):
+            if (n := others_running()) is None: return
+            self.samples.append(n)
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._sample, daemon=True, name='modelplay-busy'); self._thread.start()
+        return self
+    def __exit__(self, *exc): self._stop.set(); self._thread.join()
+    @property
+    def mean(self) -> float | None: return sum(self.samples) / len(self.samples) if self.samples else None
+
 # %% ../nbs/11_bench.ipynb #774b5c84
 BENCH_COLUMNS = {   # key: (header, format)
     'name': ('model', 'str'), 'family': ('family', 'str'), 'params': ('params', 'int'), 'flops': ('FLOPs/sample', 'si'),
@@ -194,6 +221,9 @@ def _notes(env: dict) -> str:
     if s.get('data'): parts.append(f"accuracy on {s['data']} after {s.get('budget')} per model, seed {s.get('seed')}")
     if s.get('isolate'): parts.append('one fresh process per model')
     if s.get('allocator'): parts.append(s['allocator'])
+    if (busy := env.get('others_running')) is not None and busy >= 0.3:
+        parts.append(f"the machine was shared: other processes kept {busy:.1f} threads runnable on average while this ran "
+                     f"({env.get('cores')} cores), which slows and spreads these timings")
     return '; '.join(parts)
 
 def _table_text(t: BenchTable) -> str:
@@ -450,7 +480,8 @@ def _child_main():
         model.load_state_dict(torch.load(job['weights'], weights_only=True))
     data = job.get('data')
     if isinstance(data, dict): data = _dataset_from_payload(torch.load(data['path'], weights_only=True))
-    row = _measure(job['label'], job['spec'], model, data, s)
+    with BusyMeter() as busy: row = _measure(job['label'], job['spec'], model, data, s)
+    row['_others_running'] = busy.mean
     sys.stdout.write(_MARK + json.dumps(row) + '\n'); sys.stdout.flush()
 
 def _measure_isolated(label, spec, model, data, s, tmp: Path) -> dict:
@@ -555,11 +586,16 @@ def bench(models, data=None, budget=None, *, epochs=None, steps=None, batch_size
         for label, _, _ in resolved:
             seen[label] = seen.get(label, 0) + 1
             labels.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
-        if not isolate: rows = _measure_interleaved(labels, resolved, job_data, s, progress)
+        if not isolate:
+            with BusyMeter() as busy: rows = _measure_interleaved(labels, resolved, job_data, s, progress)
+            others = [busy.mean]
         else:
             rows = []
             for i, (label, (_, spec, model)) in enumerate(zip(labels, resolved)):
                 t = time.perf_counter()
                 rows.append(_measure_isolated(label, spec, model, job_data, s, Path(tmp)))
                 if progress: print(f"[{i + 1}/{len(items)}] {label}: {time.perf_counter() - t:.1f} s", flush=True)
+            others = [r.pop('_others_running', None) for r in rows]
+    others = [x for x in others if x is not None]
+    env['others_running'] = round(sum(others) / len(others), 2) if others else None
     return BenchTable(rows, env)

@@ -121,3 +121,14 @@ def test_timing_self_check():
     if worst > 1.25 and load > cores:
         pytest.skip(f"machine oversubscribed (load {load:.1f} on {cores} cores): medians differed by {worst - 1:.0%}")
     assert worst <= 1.25, f"medians of the same model differ by {worst - 1:.0%}"
+
+def test_a_shared_machine_is_said():
+    "A busy loop in another process during the run: the table keeps how many threads of other processes were runnable, and says so."
+    import subprocess, sys, time
+    hog = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+    try:
+        time.sleep(0.3)
+        t = bench(TINY, metrics=['latency', 'train'], **FAST)
+    finally: hog.kill(); hog.wait()
+    if t.env['others_running'] is None: pytest.skip('no /proc/loadavg here')
+    assert t.env['others_running'] >= 0.8 and 'the machine was shared' in repr(t), t.env

@@ -24,6 +24,7 @@ def main():
           f"torch {torch.__version__}, threads {t.env.get('threads')}")
     print(f"bench settings: batch {s['batch_size']}, {s.get('rounds', 1)} rounds over all the models of {s['repeats']} repeats of >= {s['min_time']} s after {s['warmup']} warm-up calls, "
           f"isolate={a.isolate}, allocator: {s.get('allocator') or 'as the process left it'}")
+    print(f"threads of other processes runnable during the run, on average: {t.env.get('others_running')}")
     worst = 1.0
     for m in a.models:
         rows = [r for r in t.rows if r['name'].split(' (')[0] == m]
