@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from .registry import REGISTRIES, Field, Range, ModelplayError, _EMPTY
 from .spec import SpecError, fmt_path, load_raw, load_spec, save_spec, yaml_load, list_presets, preset_dirs
-from .fields import spec_stats, stats_html, FieldRow, ComponentEditor, StageEditor, _widgets, _RED, _error_html
+from .fields import spec_stats, stats_html, FieldRow, ComponentEditor, ComponentListEditor, StageEditor, _widgets, _RED, _error_html
 
 # %% auto #0
 __all__ = ['INPUT_PRESETS', 'Workspace', 'BuilderPanel']
@@ -183,6 +183,7 @@ class BuilderPanel:
         "The dict (or list) holding `path[-1]`; a component given by name becomes a dict on the way."
         parent = self._rows.get(path[:-1])
         if isinstance(parent, ComponentEditor): return self._node(parent)
+        if isinstance(parent, ComponentListEditor): return parent.held()
         node = self.spec
         for p in path[:-1]: node = node[p] if isinstance(node, list) else node.setdefault(p, {})
         return node

@@ -6,7 +6,7 @@ Docs: https://modelplay.github.io/modelplay/fields.html.md"""
 
 # %% ../nbs/12a_fields.ipynb #f2571865
 from __future__ import annotations
-import dataclasses, html, json, re, time
+import copy, dataclasses, html, json, re, time
 from dataclasses import dataclass
 from typing import Any
 import torch
@@ -19,7 +19,7 @@ from .zoo import spec_input, flop_counter as _flop_counter
 
 # %% auto #0
 __all__ = ['fingerprint', 'model_parts', 'count_flops', 'Stats', 'spec_stats', 'stats_html', 'css_class', 'field_kind',
-           'FieldRow', 'ComponentEditor', 'StageEditor']
+           'FieldRow', 'ComponentEditor', 'ComponentListEditor', 'StageEditor']
 
 # %% ../nbs/12a_fields.ipynb #c800f7ab
 _INTERNAL = frozenset({'_parameters', '_buffers', '_modules', '_non_persistent_buffers_set', 'training', 'forward', 'spec', '_losses'})
@@ -306,12 +306,55 @@ class ComponentEditor(_Row):
             p = self.path + (f.name,)
             if f.component and not f.many:
                 rows.append(ComponentEditor(self.panel, f.component, p, f.optional, f.default, depth=self.depth + 1).box)
+            elif f.component: rows.append(ComponentListEditor(self.panel, self, f).box)
             else:
                 row = FieldRow(p, f, self.panel._field_value(self, f), lambda p, v: self.panel._set_field(self, p[-1], v))
                 self.panel._register(p, row); rows.append(row.box)
         self.form.children = rows
     def _picked(self, change):
         if not self.quiet: self.panel._pick(self, None if change['new'] == _NONE else change['new'])
+
+class ComponentListEditor(_Row):
+    "A slot holding a list of components (a chain's `parts`, a branch-reduce block's `branches`): one component editor per item, + / − buttons."
+    def __init__(self, panel, owner: ComponentEditor, f: Field):
+        W = _widgets()
+        self.panel, self.owner, self.field, self.path = panel, owner, f, owner.path + (f.name,)
+        self.reg = REGISTRIES[f.component]
+        add = W.Button(description='+', tooltip=f"add an item to {f.name} (a copy of the last)", layout=W.Layout(width='34px'))
+        drop = W.Button(description='−', tooltip=f"remove the last item of {f.name}", layout=W.Layout(width='34px'))
+        add.on_click(lambda _: self.add()); drop.on_click(lambda _: self.remove())
+        add.add_class('mp-list-add'); drop.add_class('mp-list-remove')
+        self.error, self.items = W.HTML(), W.VBox()
+        head = W.HBox([W.Label(f.name, tooltip=f.doc or f.type_name, layout=W.Layout(width='110px')), add, drop, self.error])
+        head.add_class('mp-list'); head.add_class(css_class(self.path))
+        self.box = W.VBox([head, self.items])
+        panel._register(self.path, self)
+        self.render()
+    def value(self) -> list:
+        "The list as the spec has it (written, or the resolved or default one)."
+        v = self.panel._field_value(self.owner, self.field)
+        return list(v) if isinstance(v, (list, tuple)) else []
+    def held(self) -> list:
+        "The list in the raw spec, written there first (as the constructor's default says it) when the spec left it out: what an item's editor edits."
+        node, d = self.panel._node(self.owner), self.field.default
+        if not isinstance(node.get(self.field.name), list):
+            node[self.field.name] = copy.deepcopy(list(d) if isinstance(d, (list, tuple)) else self.value())
+        return node[self.field.name]
+    def render(self):
+        self.panel._forget(self.path)
+        self.items.children = [ComponentEditor(self.panel, self.field.component, self.path + (i,), title=f"[{i}]",
+                                               depth=self.owner.depth + 1).box for i in range(len(self.value()))]
+    def _write(self, items: list):
+        self.panel._set_field(self.owner, self.field.name, items)
+        self.render()
+    def add(self):
+        "Append a copy of the last item (when the list is empty, the first item of the constructor's default, else the registry's first name)."
+        items, d = copy.deepcopy(self.held()), self.field.default
+        new = items[-1] if items else d[0] if isinstance(d, (list, tuple)) and d else self.reg.names()[0]
+        self._write(items + [copy.deepcopy(new)])
+    def remove(self):
+        "Drop the last item."
+        self._write(copy.deepcopy(self.held())[:-1])
 
 # %% ../nbs/12a_fields.ipynb #5dd8ee56
 _STAGE_FIELDS = (Field('depth', int, 1, bounds=Range(1), doc='how many layers'),

@@ -17,13 +17,13 @@ from .builder import Workspace, BuilderPanel, _display
 # %% auto #0
 __all__ = ['TRAIN_DATASETS', 'SummaryPanel', 'history_png', 'TrainPanel', 'BenchPanel', 'Playground', 'fingerprint',
            'model_parts', 'count_flops', 'Stats', 'spec_stats', 'stats_html', 'css_class', 'field_kind', 'FieldRow',
-           'ComponentEditor', 'StageEditor', 'INPUT_PRESETS', 'Workspace', 'BuilderPanel']
+           'ComponentEditor', 'ComponentListEditor', 'StageEditor', 'INPUT_PRESETS', 'Workspace', 'BuilderPanel']
 
 # %% ../nbs/12_widgets.ipynb #5a4ba1af
 from .fields import *
 from .builder import *
 _all_ = ['fingerprint', 'model_parts', 'count_flops', 'Stats', 'spec_stats', 'stats_html', 'css_class', 'field_kind',
-         'FieldRow', 'ComponentEditor', 'StageEditor', 'INPUT_PRESETS', 'Workspace', 'BuilderPanel']
+         'FieldRow', 'ComponentEditor', 'ComponentListEditor', 'StageEditor', 'INPUT_PRESETS', 'Workspace', 'BuilderPanel']
 
 # %% ../nbs/12_widgets.ipynb #721deb5c
 def _labeled(label, widget, width='110px'):
