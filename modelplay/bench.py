@@ -6,7 +6,7 @@ Docs: https://modelplay.github.io/modelplay/bench.html.md"""
 
 # %% ../nbs/11_bench.ipynb #5d0b2483
 from __future__ import annotations
-import contextlib, copy, csv, ctypes, datetime, gc, html, io, json, math, os, platform, resource, statistics, subprocess, sys, tempfile, threading, time
+import contextlib, copy, csv, ctypes, datetime, gc, html, io, json, math, os, platform, random, resource, statistics, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -510,7 +510,7 @@ def _resolve(item, i: int) -> tuple:
     return (item if named else spec.get('name') or f"model{i}"), spec, None
 
 def _measure_interleaved(labels, resolved, data, s: dict, progress: bool) -> list:
-    "Every model's row in one process, the timing taken in `s['rounds']` passes over all the models, memory in the first."
+    "Every model's row in one process, the timing taken in `s['rounds']` passes over all the models (in a new order each pass), memory in the first."
     dev, spent, jobs = torch.device(s['device']), [0.0] * len(labels), []
     def timed(i, f):
         t = time.perf_counter(); out = f(); spent[i] += time.perf_counter() - t
@@ -518,7 +518,10 @@ def _measure_interleaved(labels, resolved, data, s: dict, progress: bool) -> lis
     for i, (label, (_, spec, model)) in enumerate(zip(labels, resolved)):
         jobs.append((*timed(i, lambda: _prepare(label, spec, model, s)), spec, {}))
     for r in range(s['rounds']):
-        for i, (row, base, spec, samples) in enumerate(jobs):
+        order = list(range(len(jobs)))
+        if r: random.Random(s['seed'] * 1_000 + r).shuffle(order)   # no model always follows the same one
+        for i in order:
+            row, base, spec, samples = jobs[i]
             torch.manual_seed(s['seed'])
             timed(i, lambda: _measure_speed(row, spec, base, s, dev, samples, memory=r == 0)); gc.collect()
     rows = []
