@@ -10,7 +10,7 @@ import copy, html, json, re, time, weakref
 from pathlib import Path
 from typing import Any
 from .registry import REGISTRIES, Field, Range, ModelplayError, _EMPTY
-from .spec import SpecError, fmt_path, load_raw, load_spec, save_spec, yaml_load, list_presets, preset_dirs
+from .spec import SpecError, fmt_path, load_raw, load_spec, save_spec, yaml_load, list_presets, preset_dirs, atomic_write_text
 from .fields import spec_stats, stats_html, FieldRow, ComponentEditor, ComponentListEditor, StageEditor, _widgets, _RED, _error_html
 
 # %% auto #0
@@ -110,7 +110,8 @@ class BuilderPanel:
         self.yaml.add_class('mp-yaml'); self.yaml.observe(self._yaml_edited, 'value')
         apply = W.Button(description='Apply YAML'); apply.on_click(lambda _: self.load_yaml(self.yaml.value))
         self.save_path = W.Text(layout=W.Layout(width='260px'), continuous_update=False)
-        save = W.Button(description='Save config', icon='save'); save.on_click(lambda _: self.save())
+        save = W.Button(description='Save config', icon='save'); save.on_click(lambda _: self._save_clicked())
+        self._saved_by_click = None; self.save_path.observe(self._save_path_changed, 'value')
         self.message = W.HTML(); self.message.add_class('mp-message')
         side = W.VBox([self.stats_html, self.problems, W.HTML('<b>YAML</b>'), self.yaml, apply,
                        W.HBox([self.save_path, save]), self.message], layout=W.Layout(flex='1 1 0%', min_width='300px'))
@@ -131,6 +132,7 @@ class BuilderPanel:
         except SpecError as e: return self._say(str(e), error=True)
         self.spec = _normalise(raw)
         self.data = _guess_data(self.spec) or getattr(self, 'data', 'mnist')
+        self._saved_by_click = None
         self.save_path.value = str(next(iter(preset_dirs()), Path('configs')) / 'custom' / f"{_file_stem(self.spec.get('name'))}.yaml")
         self._changed(render=True, loaded=True)
     def load_yaml(self, text: str):
@@ -151,6 +153,23 @@ class BuilderPanel:
             self.load(change['new'])
     def _yaml_edited(self, change):
         if not self.quiet: self.load_yaml(change['new'])
+    # The same holds for the path field and *Save config*: a path typed and the click right after it can arrive in the wrong
+    # order. When the path changes within LOAD_WINDOW seconds of a click, the file the click wrote is put back as it was
+    # (or removed, when there was none) and the spec is saved where the user asked.
+    def _save_clicked(self):
+        path = Path(self.save_path.value)
+        try: before = path.read_text(encoding='utf-8') if path.is_file() else None
+        except (OSError, UnicodeDecodeError): before = ...       # unreadable: nothing to put back, so no undo
+        if self.save(path) is not None and before is not ...: self._saved_by_click = (time.monotonic(), path, before)
+    def _save_path_changed(self, change):
+        click, self._saved_by_click = self._saved_by_click, None
+        if click is None or time.monotonic() - click[0] >= self.LOAD_WINDOW or Path(change['new']) == click[1]: return
+        _, old, before = click
+        try:
+            if before is None: old.unlink(missing_ok=True)
+            else: atomic_write_text(old, before)
+        except OSError as e: return self._say(f"the click arrived before the new path: {old} was written and could not be put back ({e})", error=True)
+        self.save()
     def save(self, path=None) -> Path | None:
         "Write the spec as YAML to `path` (default: the path field, `configs/custom/NAME.yaml`: preset `custom/NAME`)."
         path = Path(path or self.save_path.value)
