@@ -518,13 +518,13 @@ def _measure_interleaved(labels, resolved, data, s: dict, progress: bool) -> lis
     for i, (label, (_, spec, model)) in enumerate(zip(labels, resolved)):
         jobs.append((*timed(i, lambda: _prepare(label, spec, model, s)), spec, {}))
     for r in range(s['rounds']):
-        t, order = time.perf_counter(), list(range(len(jobs)))
+        started, order = time.perf_counter(), list(range(len(jobs)))
         if r: random.Random(s['seed'] * 1_000 + r).shuffle(order)   # no model always follows the same one
         for i in order:
             row, base, spec, samples = jobs[i]
             torch.manual_seed(s['seed'])
             timed(i, lambda: _measure_speed(row, spec, base, s, dev, samples, memory=r == 0)); gc.collect()
-        if progress: print(f"timing round {r + 1}/{s['rounds']}: {len(jobs)} model(s) in {time.perf_counter() - t:.1f} s", flush=True)
+        if progress: print(f"timing round {r + 1}/{s['rounds']}: {len(jobs)} model(s) in {time.perf_counter() - started:.1f} s", flush=True)
     rows = []
     for i, (row, base, spec, samples) in enumerate(jobs):
         _finish(row, samples)

@@ -159,8 +159,8 @@ class BuilderPanel:
     def _save_clicked(self):
         path = Path(self.save_path.value)
         try: before = path.read_text(encoding='utf-8') if path.is_file() else None
-        except (OSError, UnicodeDecodeError): before = ...       # unreadable: nothing to put back, so no undo
-        if self.save(path) is not None and before is not ...: self._saved_by_click = (time.monotonic(), path, before)
+        except (OSError, UnicodeDecodeError): return self.save(path)   # unreadable: it could not be put back, so no guard
+        if self.save(path) is not None: self._saved_by_click = (time.monotonic(), path, before)
     def _save_path_changed(self, change):
         click, self._saved_by_click = self._saved_by_click, None
         if click is None or time.monotonic() - click[0] >= self.LOAD_WINDOW or Path(change['new']) == click[1]: return

@@ -279,7 +279,7 @@ class Rotary(nn.Module):
         elif head_dim % 2: raise SpecError([(('rope',), f"rope needs an even head size, got {head_dim}")])
         device = torch.get_default_device()
         if device.type == 'meta':   # shapes only: a model built to be measured skips the trigonometry
-            cos, sin = (torch.empty(_prod(grid), head_dim, device=device) for _ in 'cs')
+            cos, sin = (torch.empty(_prod(grid), head_dim, dtype=torch.float32, device=device) for _ in 'cs')
         else: cos, sin = (t.to(device, copy=True) for t in _rotary_tables(head_dim, grid, kind, base))
         self.register_buffer('cos', cos, persistent=False)
         self.register_buffer('sin', sin, persistent=False)
