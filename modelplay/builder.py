@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from .registry import REGISTRIES, Field, Range, ModelplayError, _EMPTY
 from .spec import SpecError, fmt_path, load_raw, load_spec, save_spec, yaml_load, list_presets, preset_dirs, atomic_write_text
-from .fields import spec_stats, stats_html, FieldRow, ComponentEditor, ComponentListEditor, StageEditor, _widgets, _RED, _error_html
+from .fields import spec_stats, stats_html, set_children, close_tree, FieldRow, ComponentEditor, ComponentListEditor, StageEditor, _widgets, _RED, _error_html
 
 # %% auto #0
 __all__ = ['INPUT_PRESETS', 'Workspace', 'BuilderPanel']
@@ -330,11 +330,12 @@ class BuilderPanel:
             if isinstance(self.spec.get('neck'), dict): boxes.append(StageEditor(self, ('neck',), 'neck').box)
         for name in list(self.spec.get('heads') or {}):
             ed = ComponentEditor(self, 'heads', ('heads', name), title=f"head {name}")
+            if len(self.spec['heads']) == 1: boxes.append(ed.box); continue
             rm = W.Button(description='✕', tooltip=f"remove head {name}", layout=W.Layout(width='34px'))
             rm.on_click(lambda _, n=name: self.remove_head(n))
-            boxes.append(W.HBox([ed.box, rm]) if len(self.spec['heads']) > 1 else ed.box)
+            boxes.append(W.HBox([ed.box, rm]))
         add = W.Button(description='+ head'); add.on_click(lambda _: self.add_head()); boxes.append(add)
-        self.form.children = boxes
+        set_children(self.form, boxes)
 
     # --- refreshing
     def _changed(self, render=False, loaded=False):
@@ -396,7 +397,4 @@ class BuilderPanel:
     def close(self):
         "Stop listening to the registries and close the widgets."
         for u in self._unsubscribe: u()
-        def close(w):
-            for c in getattr(w, 'children', ()): close(c)
-            w.close()
-        close(self.widget)
+        close_tree(self.widget)

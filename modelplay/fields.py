@@ -18,8 +18,8 @@ from .models import Model, Stage, build
 from .zoo import spec_input, flop_counter as _flop_counter
 
 # %% auto #0
-__all__ = ['fingerprint', 'model_parts', 'count_flops', 'Stats', 'spec_stats', 'stats_html', 'css_class', 'field_kind',
-           'FieldRow', 'ComponentEditor', 'ComponentListEditor', 'StageEditor']
+__all__ = ['fingerprint', 'model_parts', 'count_flops', 'Stats', 'spec_stats', 'stats_html', 'css_class', 'close_tree',
+           'set_children', 'field_kind', 'FieldRow', 'ComponentEditor', 'ComponentListEditor', 'StageEditor']
 
 # %% ../nbs/12a_fields.ipynb #c800f7ab
 _INTERNAL = frozenset({'_parameters', '_buffers', '_modules', '_non_persistent_buffers_set', 'training', 'forward', 'spec', '_losses'})
@@ -173,6 +173,25 @@ def css_class(path) -> str:
     s = path if isinstance(path, str) else fmt_path(tuple(path))
     return 'mp-' + re.sub(r'[^A-Za-z0-9_]+', '-', s).strip('-')
 
+def close_tree(w, keep: set = frozenset()):
+    "Close widget `w`, the widgets under it and their layouts and styles, except those whose `id` is in `keep`."
+    for c in getattr(w, 'children', ()): close_tree(c, keep)
+    if id(w) not in keep:
+        for part in (getattr(w, 'layout', None), getattr(w, 'style', None)):   # widgets of their own, made with `w`
+            if part is not None: part.close()
+        w.close()
+
+def set_children(box, children):
+    """Show `children` in `box` and close the widgets it showed before (those not shown again): an ipywidgets widget lives
+    in the kernel and in the page until it is closed, so a form rebuilt on every edit would otherwise pile up."""
+    old, keep = box.children, set()
+    def walk(w):
+        keep.add(id(w))
+        for c in getattr(w, 'children', ()): walk(c)
+    for c in children: walk(c)
+    box.children = children
+    for c in old: close_tree(c, keep)
+
 _KIND_OF = {bool: 'bool', int: 'int', float: 'float', str: 'str'}
 
 def _fits(kind, v, f) -> bool:
@@ -310,7 +329,7 @@ class ComponentEditor(_Row):
             else:
                 row = FieldRow(p, f, self.panel._field_value(self, f), lambda p, v: self.panel._set_field(self, p[-1], v))
                 self.panel._register(p, row); rows.append(row.box)
-        self.form.children = rows
+        set_children(self.form, rows)
     def _picked(self, change):
         if not self.quiet: self.panel._pick(self, None if change['new'] == _NONE else change['new'])
 
@@ -342,8 +361,8 @@ class ComponentListEditor(_Row):
         return node[self.field.name]
     def render(self):
         self.panel._forget(self.path)
-        self.items.children = [ComponentEditor(self.panel, self.field.component, self.path + (i,), title=f"[{i}]",
-                                               depth=self.owner.depth + 1).box for i in range(len(self.value()))]
+        set_children(self.items, [ComponentEditor(self.panel, self.field.component, self.path + (i,), title=f"[{i}]",
+                                                  depth=self.owner.depth + 1).box for i in range(len(self.value()))])
     def _write(self, items: list):
         self.panel._set_field(self.owner, self.field.name, items)
         self.render()

@@ -16,13 +16,14 @@ from .builder import Workspace, BuilderPanel, _display
 
 # %% auto #0
 __all__ = ['TRAIN_DATASETS', 'SummaryPanel', 'history_png', 'TrainPanel', 'BenchPanel', 'Playground', 'fingerprint',
-           'model_parts', 'count_flops', 'Stats', 'spec_stats', 'stats_html', 'css_class', 'field_kind', 'FieldRow',
-           'ComponentEditor', 'ComponentListEditor', 'StageEditor', 'INPUT_PRESETS', 'Workspace', 'BuilderPanel']
+           'model_parts', 'count_flops', 'Stats', 'spec_stats', 'stats_html', 'css_class', 'field_kind', 'set_children',
+           'close_tree', 'FieldRow', 'ComponentEditor', 'ComponentListEditor', 'StageEditor', 'INPUT_PRESETS',
+           'Workspace', 'BuilderPanel']
 
 # %% ../nbs/12_widgets.ipynb #5a4ba1af
 from .fields import *
 from .builder import *
-_all_ = ['fingerprint', 'model_parts', 'count_flops', 'Stats', 'spec_stats', 'stats_html', 'css_class', 'field_kind',
+_all_ = ['fingerprint', 'model_parts', 'count_flops', 'Stats', 'spec_stats', 'stats_html', 'css_class', 'field_kind', 'set_children', 'close_tree',
          'FieldRow', 'ComponentEditor', 'ComponentListEditor', 'StageEditor', 'INPUT_PRESETS', 'Workspace', 'BuilderPanel']
 
 # %% ../nbs/12_widgets.ipynb #721deb5c

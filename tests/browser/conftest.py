@@ -124,7 +124,35 @@ def page(browser, artifacts, request):
     console.close(); ctx.close()
 
 
+def _tail(path: Path, n: int, keep=lambda line: True) -> str:
+    try: lines = [l for l in path.read_text(errors='replace').splitlines() if keep(l)]
+    except OSError as e: return f"({e})"
+    return '\n'.join(l[:300] for l in lines[-n:])
+
+
+def _diagnostics(item) -> str:
+    "What the page and the server said, for the report of a failed browser test (the artifacts folder may not outlive the run)."
+    art, page = item.funcargs.get('artifacts'), item.funcargs.get('page')
+    out = []
+    if page is not None:
+        try: text = page.locator('.mp-playground').first.inner_text(timeout=2_000)
+        except Exception as e: text = f"(no playground on the page: {type(e).__name__})"
+        out += ['-- the playground widget as the page shows it (start):', text[:1500]]
+        try: outputs = page.locator('.jp-Notebook .jp-CodeCell').first.locator('.jp-OutputArea').inner_text(timeout=2_000)
+        except Exception as e: outputs = f"({type(e).__name__})"
+        out += ['-- the first cell\'s output area (start):', outputs[:600]]
+    if art is not None:
+        out += ['-- browser console, errors and warnings (last 30):',
+                _tail(art / f"{item.name}-console.log", 30, lambda l: l.startswith(('error', 'warning')))]
+        for log in sorted(art.glob('*.log')):
+            if not log.name.endswith('-console.log'): out += [f'-- {log.name} (last 30 lines):', _tail(log, 30)]
+    return '\n'.join(out)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     rep = (yield).get_result()
     setattr(item, f"rep_{rep.when}", rep)
+    if rep.when == 'call' and rep.failed and 'page' in getattr(item, 'funcargs', {}):
+        try: rep.sections.append(('browser diagnostics', _diagnostics(item)))
+        except Exception as e: rep.sections.append(('browser diagnostics', f"could not be gathered: {e!r}"))

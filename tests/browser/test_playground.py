@@ -62,12 +62,15 @@ def show_playground(page, artifacts, tries=3):
     its kernel executes nothing; and a cell run the moment a new kernel is idle can create its widgets before the
     front end's widget manager listens to that kernel, so the output reads "Error displaying widget: model not found"
     (seen in about one CI run in two, in JupyterLab and in Notebook 7; the race between the widget manager and early
-    execution is jupyterlab/jupyterlab#6849). Running the cell again creates the widgets anew, now heard. When the
-    widget is missing, the cell's output area goes to the artifacts, a warning says so, and the cell runs again; the
-    caller then checks what the widget shows."""
+    execution is jupyterlab/jupyterlab#6849). Some of the widgets can be lost that way and not others: one CI run
+    showed the header with its parameter count while the builder's form never came, so the stage fields are waited
+    for too. Running the cell again creates the widgets anew, now heard. When the widget or its form is missing, the
+    cell's output area goes to the artifacts, a warning says so, and the cell runs again; the caller then checks what
+    the widget shows."""
     from playwright.sync_api import expect
     cell = page.locator('.jp-Notebook .jp-CodeCell').first
     widget = page.locator('.mp-playground .mp-params')
+    form = page.locator('.mp-playground .mp-field.mp-stages-0-depth input')       # the builder's form, a stage's depth
     for attempt in range(tries):
         if attempt == 0:
             page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click()
@@ -77,15 +80,16 @@ def show_playground(page, artifacts, tries=3):
             page.keyboard.press('Shift+Enter')
         try:
             expect(widget).to_have_count(1, timeout=30_000)
+            expect(form).to_have_count(1, timeout=15_000)
             return
         except AssertionError:
             if attempt == tries - 1: raise
         expect(cell.locator('.jp-InputPrompt')).not_to_have_text('[*]:', timeout=LONG)     # the kernel is done with the cell
-        if widget.count() == 1: return
+        if widget.count() == 1 and form.count() == 1: return
         prompt = cell.locator('.jp-InputPrompt').inner_text()
         out = artifacts / f"playground-missing-{attempt}.html"
         out.write_text(cell.locator('.jp-Cell-outputWrapper').inner_html())
-        warnings.warn(f"the playground widget did not appear after running its cell (prompt {prompt!r}, attempt {attempt + 1}); "
+        warnings.warn(f"the playground widget (or its form) did not appear after running its cell (prompt {prompt!r}, attempt {attempt + 1}); "
                       f"its output area is in {out}; running the cell again")
 
 
