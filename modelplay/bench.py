@@ -17,15 +17,19 @@ from .config import resolve_device, apply_threads, apply_malloc
 from .spec import load_spec, atomic_write_text
 from .models import build
 from .zoo import forward_flops, spec_input, preset_family, _si, _FAMILY
-from .train import fit, evaluate, make_loss, amp_dtype
+from .train import fit, evaluate, make_loss, amp_dtype, parse_budget
 
 # %% auto #0
-__all__ = ['BENCH_COLUMNS', 'BENCH_METRICS', 'BenchError', 'time_calls', 'PeakMemory', 'machine_info', 'others_running',
-           'BusyMeter', 'BenchTable', 'bench']
+__all__ = ['BENCH_COLUMNS', 'BENCH_METRICS', 'BenchError', 'BenchInterrupted', 'time_calls', 'PeakMemory', 'machine_info',
+           'others_running', 'BusyMeter', 'BenchTable', 'bench']
 
 # %% ../nbs/11_bench.ipynb #d6f4b56d
 class BenchError(ModelplayError, RuntimeError):
     "A benchmark that cannot run as asked (unknown metric, a model without a spec, an isolated process that failed); the message says why."
+
+class BenchInterrupted(KeyboardInterrupt):
+    "Ctrl-C during `bench`: `.table` holds what was measured before it (the rows done, the figures of the finished rounds)."
+    def __init__(self, table): super().__init__('benchmark interrupted'); self.table = table
 
 def time_calls(fn, repeats: int = 5, warmup: int = 2, min_time: float = 0.05, sync=None) -> list:
     "Seconds per call of `fn`: `warmup` untimed calls, then `repeats` measurements, each over enough calls to last ≥ `min_time`."
@@ -221,6 +225,7 @@ def _notes(env: dict) -> str:
     if s.get('data'): parts.append(f"accuracy on {s['data']} after {s.get('budget')} per model, seed {s.get('seed')}")
     if s.get('isolate'): parts.append('one fresh process per model')
     if s.get('allocator'): parts.append(s['allocator'])
+    if env.get('interrupted'): parts.append(f"INTERRUPTED (Ctrl-C) {env['interrupted']}")
     if (busy := env.get('others_running')) is not None and busy >= 0.3:
         parts.append(f"the machine was shared: other processes kept {busy:.1f} threads runnable on average while this ran "
                      f"({env.get('cores')} cores), which slows and spreads these timings")
@@ -416,6 +421,8 @@ def _accuracy(row, spec, base, data, s, dev):
     h = fit(m, data, **s['budget'], batch_size=s['batch_size'], seed=s['seed'], device=dev.type, amp=s['amp'],
             progress=False, eval=False)
     row.update(steps=len(h.steps), train_s=h.wall_time)
+    if h.reason and h.reason.startswith('interrupted'):     # Ctrl-C: no accuracy from a cut-short training
+        row['note'] = f"accuracy not measured: interrupted after {len(h.steps)} steps"; raise KeyboardInterrupt
     row.update({k: v for k, v in evaluate(m, data, max_batches=s['eval_batches'], amp=s['amp']).items()})
     if h.stopped_early: row['note'] = h.reason
 
@@ -517,21 +524,37 @@ def _measure_interleaved(labels, resolved, data, s: dict, progress: bool) -> lis
         return out
     for i, (label, (_, spec, model)) in enumerate(zip(labels, resolved)):
         jobs.append((*timed(i, lambda: _prepare(label, spec, model, s)), spec, {}))
-    for r in range(s['rounds']):
-        started, order = time.perf_counter(), list(range(len(jobs)))
-        if r: random.Random(s['seed'] * 1_000 + r).shuffle(order)   # no model always follows the same one
-        for i in order:
-            row, base, spec, samples = jobs[i]
-            torch.manual_seed(s['seed'])
-            timed(i, lambda: _measure_speed(row, spec, base, s, dev, samples, memory=r == 0)); gc.collect()
-        if progress: print(f"timing round {r + 1}/{s['rounds']}: {len(jobs)} model(s) in {time.perf_counter() - started:.1f} s", flush=True)
+    done = [dict(samples) for *_, samples in jobs]                 # the samples of the rounds finished so far
+    try:
+        for r in range(s['rounds']):
+            started, order = time.perf_counter(), list(range(len(jobs)))
+            if r: random.Random(s['seed'] * 1_000 + r).shuffle(order)   # no model always follows the same one
+            for i in order:
+                row, base, spec, samples = jobs[i]
+                torch.manual_seed(s['seed'])
+                timed(i, lambda: _measure_speed(row, spec, base, s, dev, samples, memory=r == 0)); gc.collect()
+            done = [{k: list(v) for k, v in samples.items()} for *_, samples in jobs]
+            if progress: print(f"timing round {r + 1}/{s['rounds']}: {len(jobs)} model(s) in {time.perf_counter() - started:.1f} s", flush=True)
+    except KeyboardInterrupt:
+        rows = [row for row, *_ in jobs]
+        for row, samples in zip(rows, done): _finish(row, samples)
+        raise _Interrupted(rows, f"during timing round {r + 1} of {s['rounds']}" + (f" (the figures are those of {'round 1' if r == 1 else f'rounds 1–{r}'})" if r else
+                                                                                  " (no timing figures)"))
     rows = []
     for i, (row, base, spec, samples) in enumerate(jobs):
         _finish(row, samples)
-        if 'accuracy' in s['metrics'] and data is not None: timed(i, lambda: _accuracy(row, spec, base, data, s, dev))
+        try:
+            if 'accuracy' in s['metrics'] and data is not None: timed(i, lambda: _accuracy(row, spec, base, data, s, dev))
+        except KeyboardInterrupt:
+            for later, _, _, samples_later in jobs[i + 1:]: _finish(later, samples_later); later['note'] = 'accuracy not measured: interrupted'
+            raise _Interrupted([*rows, row] + [later for later, *_ in jobs[i + 1:]], f"while training {labels[i]} for its accuracy") from None
         rows.append(row); jobs[i] = base = None; gc.collect()   # this model is done: let it go
         if progress: print(f"[{i + 1}/{len(labels)}] {labels[i]}: {spent[i]:.1f} s", flush=True)
     return rows
+
+class _Interrupted(Exception):
+    "Ctrl-C inside the measurements: the rows so far, and when it came."
+    def __init__(self, rows, when): super().__init__(when); self.rows, self.when = rows, when
 
 def _budget_text(b: dict) -> str: return ', '.join(f"{k}={v}" for k, v in b.items())
 
@@ -555,13 +578,22 @@ def bench(models, data=None, budget=None, *, epochs=None, steps=None, batch_size
     (each pass `repeats` measurements per figure), so that a slow spell of the machine falls on every model alike, and every
     model stays built until the end. Threads and device are fixed for the run and recorded in the table;
     On a CPU, setting `malloc` (`malloc=` here) decides whether the C allocator keeps freed memory (see `apply_malloc`), so that
-    no model is timed in a colder allocator state than another."""
+    no model is timed in a colder allocator state than another. Ctrl-C raises `BenchInterrupted`, whose `.table` holds what was
+    measured before it (marked as interrupted in its notes)."""
     items = [models] if isinstance(models, (str, dict, Path, nn.Module)) else list(models)
+    if metrics is not None and not list(metrics): raise BenchError(f"metrics is empty; choose from {', '.join(BENCH_METRICS)} (or leave it out for all)")
     metrics = list(metrics or [m for m in BENCH_METRICS if m != 'accuracy' or data is not None])
     if (bad := [m for m in metrics if m not in BENCH_METRICS]): raise BenchError(f"unknown metrics {bad}; choose from {', '.join(BENCH_METRICS)}")
     if 'accuracy' in metrics and data is None: raise BenchError("metric 'accuracy' needs data= (a Dataset or a name like 'mnist')")
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1: raise BenchError(f"rounds must be an int >= 1, got {rounds!r}")
     rounds = 1 if isolate else rounds
+    try: parse_budget(budget)
+    except (ValueError, TypeError): raise BenchError(f"budget {budget!r}: write a wall time like '30s', '2m' or '1h', or seconds") from None
+    for k, v in (('epochs', epochs), ('steps', steps), ('batch_size', batch_size)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1): raise BenchError(f"{k} must be an int >= 1, got {v!r}")
+    if isinstance(data, str):                     # a misspelt name fails now, whatever the metrics, not after the timing
+        from modelplay.data import _canonical
+        _canonical(data)
     dev = resolve_device(device)
     fit_budget = {k: v for k, v in dict(budget=budget, epochs=epochs, steps=steps).items() if v is not None} or {'epochs': 1}
     if data is not None and not isinstance(data, str) and not hasattr(data, 'loader'):
@@ -590,16 +622,21 @@ def bench(models, data=None, budget=None, *, epochs=None, steps=None, batch_size
         for label, _, _ in resolved:
             seen[label] = seen.get(label, 0) + 1
             labels.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
-        if not isolate:
-            with BusyMeter() as busy: rows = _measure_interleaved(labels, resolved, job_data, s, progress)
-            others = [busy.mean]
-        else:
-            rows = []
-            for i, (label, (_, spec, model)) in enumerate(zip(labels, resolved)):
-                t = time.perf_counter()
-                rows.append(_measure_isolated(label, spec, model, job_data, s, Path(tmp)))
-                if progress: print(f"[{i + 1}/{len(items)}] {label}: {time.perf_counter() - t:.1f} s", flush=True)
-            others = [r.pop('_others_running', None) for r in rows]
+        rows, others = [], []
+        try:
+            if not isolate:
+                with BusyMeter() as busy: rows = _measure_interleaved(labels, resolved, job_data, s, progress)
+                others = [busy.mean]
+            else:
+                for i, (label, (_, spec, model)) in enumerate(zip(labels, resolved)):
+                    t = time.perf_counter()
+                    try: rows.append(_measure_isolated(label, spec, model, job_data, s, Path(tmp)))
+                    except KeyboardInterrupt: raise _Interrupted(list(rows), f"while measuring {label} ({i + 1} of {len(items)}; the rows before it are complete)") from None
+                    if progress: print(f"[{i + 1}/{len(items)}] {label}: {time.perf_counter() - t:.1f} s", flush=True)
+                others = [r.pop('_others_running', None) for r in rows]
+        except _Interrupted as e:
+            env['interrupted'] = e.when
+            raise BenchInterrupted(BenchTable(e.rows, env)) from None
     others = [x for x in others if x is not None]
     env['others_running'] = round(sum(others) / len(others), 2) if others else None
     return BenchTable(rows, env)

@@ -389,11 +389,19 @@ def _bench_command(args) -> int:
     items = _bench_items(specs, overrides)
     data = args.data or (_common_data(specs, overrides) if args.budget or args.steps else None)
     if args.plot and data is None: raise CLIError("--plot draws accuracy against size: give --data (or --budget/--steps)")
-    metrics = [m.strip() for m in args.metrics.split(',') if m.strip()] if args.metrics else None
+    metrics = [m.strip() for m in args.metrics.split(',') if m.strip()] if args.metrics is not None else None
     kw = {k: v for k, v in dict(budget=args.budget, steps=args.steps, device=args.device, metrics=metrics,
                                 batch_size=args.batch_size).items() if v is not None}
-    with contextlib.redirect_stdout(sys.stderr):
-        table = bench(items, data=data, isolate=args.isolate, progress=not args.quiet, **kw)
+    from modelplay.bench import BenchInterrupted
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            table = bench(items, data=data, isolate=args.isolate, progress=not args.quiet, **kw)
+    except BenchInterrupted as e:             # Ctrl-C: what was measured is written as usual, then exit 130
+        _write_table(e.table, args); raise
+    _write_table(table, args)
+    return EXIT_OK
+
+def _write_table(table, args):
     text = getattr(table, _FORMATS[args.format])()
     text = text if text.endswith('\n') else text + '\n'
     if args.out is None: print(text, end='', flush=True)
@@ -401,7 +409,6 @@ def _bench_command(args) -> int:
         from modelplay.spec import atomic_write_text
         atomic_write_text(args.out, text); _say(f"wrote {args.out}", quiet=args.quiet)
     if args.plot: _plot(table, args.plot, args.quiet)
-    return EXIT_OK
 
 # %% ../nbs/13_cli.ipynb #dcc13b7c
 DEMO_PRESETS = ('mnist/cnn_8k', 'mnist/vit_38k')
@@ -422,10 +429,16 @@ def _demo_command(args) -> int:
         _say(f"modelplay demo: {' and '.join(DEMO_PRESETS)} on MNIST, {args.budget} of training each", quiet=args.quiet)
         data = load_data('mnist')
         print(_compare_text(DEMO_PRESETS), end='\n\n', flush=True)
-        from modelplay.bench import bench
-        with contextlib.redirect_stdout(sys.stderr):
-            table = bench(list(DEMO_PRESETS), data=data, budget=args.budget, progress=not args.quiet,
-                          **({'device': args.device} if args.device else {}))
+        from modelplay.bench import bench, BenchInterrupted
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                table = bench(list(DEMO_PRESETS), data=data, budget=args.budget, progress=not args.quiet,
+                              **({'device': args.device} if args.device else {}))
+        except BenchInterrupted as e:             # Ctrl-C: the table so far is printed and kept (no plot), then exit 130
+            print(e.table, flush=True)
+            atomic_write_text(out / 'bench.md', e.table.to_markdown()); e.table.to_json(out / 'bench.json')
+            print(f"wrote {out}/: bench.md bench.json (interrupted)", flush=True)
+            raise
         print(table, flush=True)
         atomic_write_text(out / 'bench.md', table.to_markdown()); table.to_json(out / 'bench.json')
         _plot(table, out / 'bench.png', quiet=True)

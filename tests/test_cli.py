@@ -129,6 +129,31 @@ def test_bench_json_and_plot(env, tmp_path):
     assert table['rows'][0]['params'] == sum(p.numel() for p in mp.build('mnist/sdn_8k', TINY, device='meta').parameters())
     assert (tmp_path / 'bench.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
+def test_bench_ctrl_c_writes_the_table_so_far(env, tmp_path):
+    "Ctrl-C while the first model trains for its accuracy: the timing rows are written to --out, marked, and the exit status is 130."
+    err = tmp_path / 'stderr.txt'
+    with open(err, 'w') as f:
+        p = subprocess.Popen([sys.executable, '-m', 'modelplay.cli', 'bench', 'mnist/sdn_8k', 'mnist/cnn_8k', *TINY, '--data', 'synthetic',
+                              '--steps', '1000000', '--format', 'json', '--out', 'bench.json'],
+                             stdout=subprocess.PIPE, stderr=f, text=True, env=env, cwd=tmp_path)
+        try:
+            deadline = time.time() + 120
+            while 'timing round 3/3' not in err.read_text():
+                assert p.poll() is None and time.time() < deadline, err.read_text()
+                time.sleep(0.2)
+            time.sleep(1.0)                                       # the first model is training now
+            p.send_signal(signal.SIGINT)
+            p.communicate(timeout=60)
+        finally:
+            if p.poll() is None: p.kill()
+    assert p.returncode == 130, err.read_text()
+    assert 'modelplay bench: interrupted' in err.read_text()
+    table = json.loads((tmp_path / 'bench.json').read_text())
+    assert table['env']['interrupted'].startswith('while training mnist/sdn_8k')
+    first, second = table['rows']
+    assert first['note'].startswith('accuracy not measured: interrupted after') and 'acc' not in first
+    assert second['note'] == 'accuracy not measured: interrupted' and second['latency_ms'] > 0
+
 def test_bench_table_alone_on_stdout(capsys):
     code, out, err = run(capsys, 'bench', 'mnist/sdn_8k', 'mnist/cnn_8k', '--metrics', 'params,flops', '--format', 'csv')
     assert code == 0 and out.splitlines()[0] == 'name,family,params,flops'
@@ -196,6 +221,9 @@ def test_bad_input_is_one_message(env, tmp_path, capsys):
     (['train', 'imagenet/resnet18', '--steps', '1'], 'no data set to train on: pass --data NAME'),
     (['train', 'mnist/cnn_8k', '--device', 'tpu'], "device = 'tpu' is not valid"),
     (['bench', 'mnist/cnn_8k', '--metrics', 'params,sped'], "unknown metrics ['sped']"),
+    (['bench', 'mnist/cnn_8k', '--metrics', ',,'], "metrics is empty"),
+    (['bench', 'mnist/cnn_8k', '--data', 'mnsit', '--metrics', 'params'], "unknown data set 'mnsit'; did you mean 'mnist'"),
+    (['bench', 'mnist/cnn_8k', '--budget', '1 fortnight'], "'1 fortnight' is not a wall time"),
     (['list', 'mixr'], "nothing to list called 'mixr'; did you mean 'mixers'"),
     (['list', 'presets', 'zzz/none'], "no preset matches 'zzz/none'"),
     (['bench', 'mnist/cnn_8k', 'mnist/cnn8k'], "did you mean 'mnist/cnn_8k'"),
@@ -208,6 +236,17 @@ def test_bad_input_is_one_message(env, tmp_path, capsys):
 def test_bad_input_exits_2(capsys, args, message):
     code, out, err = run(capsys, *args)
     assert (code, out) == (2, '') and message in err and 'Traceback' not in err, err
+
+@pytest.mark.parametrize('args, message', [
+    (['spec', 'mnist/cnn_8k', 'stages.0.depth'], "override 'stages.0.depth' must look like key.path=value"),
+    (['train', 'mnist/cnn_8k', '--data', 'mnsit'], "unknown data set 'mnsit'; did you mean 'mnist'"),
+    (['bench', 'mnist/cnn_8k', '--data', 'mnsit', '--metrics', 'params'], "unknown data set 'mnsit'"),
+    (['show', 'mnist/cnn_8k', 'dim=[1,'], "value is not valid YAML"),
+])
+def test_bad_input_through_the_script(env, tmp_path, args, message):
+    "The same answers from a real interpreter: status 2, one line on stderr, nothing on stdout."
+    r = cli(*args, env=env, cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (2, '') and message in r.stderr and r.stderr.count('\n') == 1, r.stderr
 
 @pytest.mark.parametrize('command', ['list', 'show', 'summary', 'spec', 'train', 'bench', 'demo', None])
 def test_help(capsys, command):
