@@ -6,7 +6,7 @@ Docs: https://modelplay.github.io/modelplay/widgets.html.md"""
 
 # %% ../nbs/12_widgets.ipynb #954d94e3
 from __future__ import annotations
-import copy, dataclasses, html, io, threading, time
+import copy, dataclasses, html, io, math, threading, time
 from pathlib import Path
 from .registry import ModelplayError
 from .spec import list_presets
@@ -27,9 +27,39 @@ _all_ = ['fingerprint', 'model_parts', 'count_flops', 'Stats', 'spec_stats', 'st
          'FieldRow', 'ComponentEditor', 'ComponentListEditor', 'StageEditor', 'INPUT_PRESETS', 'Workspace', 'BuilderPanel']
 
 # %% ../nbs/12_widgets.ipynb #721deb5c
-def _labeled(label, widget, width='110px'):
+def _labeled(label, widget, width='110px', error=None):
     W = _widgets()
-    return W.HBox([W.Label(label, layout=W.Layout(width=width)), widget])
+    return W.HBox([W.Label(label, layout=W.Layout(width=width)), widget, *([error] if error is not None else [])])
+
+def _budget_problem(text) -> str | None:
+    "Why `text` is not a training budget, or None."
+    from modelplay.train import parse_budget
+    try: sec = parse_budget(text)
+    except (ValueError, TypeError): return f"{text!r} is not a wall time like 30s, 2m or 1h"
+    return None if sec > 0 else 'must be more than 0 s'
+
+def _positive(v) -> str | None:
+    return None if isinstance(v, (int, float)) and math.isfinite(v) and v > 0 else f"must be more than 0, got {v}"
+
+class _Checks:
+    "Inline checks of a panel's fields: each field's message beside it, and the names of the fields that are wrong."
+    def __init__(self, on_change=None):
+        self.rows, self.on_change = {}, on_change
+    def add(self, name, widget, check):
+        W = _widgets()
+        err = W.HTML(); err.add_class('mp-error'); err.add_class(f"mp-error-{name.replace(' ', '-')}")
+        self.rows[name] = (widget, check, err)
+        widget.observe(lambda _: self.update(), 'value')
+        return err
+    def problems(self, names=None) -> dict:
+        "{field: message} of the fields (`names`, default all) whose value is wrong."
+        out = {n: check(w.value) for n, (w, check, _) in self.rows.items() if names is None or n in names}
+        return {n: m for n, m in out.items() if m}
+    def update(self):
+        bad = self.problems()
+        for n, (_, _, err) in self.rows.items():
+            err.value = f"<span style='color:{_RED}'>{html.escape(bad[n])}</span>" if n in bad else ''
+        if self.on_change is not None: self.on_change()
 
 class SummaryPanel:
     "The summary of the current model (HTML), its per-stage table, and a comparison with a preset."
@@ -115,10 +145,10 @@ class TrainPanel:
         self.model = self.history = self.thread = self.control = self.run = None
         self.metrics = {}
         self.data = W.Dropdown(options=TRAIN_DATASETS, value=ws.data if ws.data in TRAIN_DATASETS else 'mnist')
-        self.samples = W.IntText(value=0, tooltip='train on the first N samples only (0: all)')
+        self.samples = W.BoundedIntText(value=0, min=0, max=2**31 - 1, tooltip='train on the first N samples only (0: all)')
         self.until = W.ToggleButtons(options=['epochs', 'budget'], value='epochs')
-        self.epochs, self.budget = W.FloatText(value=1.0), W.Text(value='30s', continuous_update=False)
-        self.batch, self.lr = W.IntText(value=128), W.FloatText(value=1e-3)
+        self.epochs, self.budget = W.BoundedFloatText(value=1.0, min=0.0, max=1e6), W.Text(value='30s', continuous_update=False)
+        self.batch, self.lr = W.BoundedIntText(value=128, min=1, max=2**24), W.BoundedFloatText(value=1e-3, min=0.0, max=100.0, step=1e-4)
         self.optimizer = W.Dropdown(options=['adamw', 'adam', 'sgd'], value='adamw')
         self.start_button = W.Button(description='Start', button_style='success', icon='play')
         self.stop_button = W.Button(description='Stop', button_style='danger', icon='stop', disabled=True)
@@ -130,9 +160,13 @@ class TrainPanel:
         self.status_html, self.plot = W.HTML(), W.Image(format='png', layout=W.Layout(width='480px'))
         for w, c in ((self.start_button, 'mp-train-start'), (self.stop_button, 'mp-train-stop'), (self.status_html, 'mp-train-status'),
                      (self.plot, 'mp-train-plot'), (self.samples, 'mp-train-samples'), (self.epochs, 'mp-train-epochs')): w.add_class(c)
+        self.checks = ch = _Checks(self._enable)
         form = [_labeled('data', self.data), _labeled('samples', self.samples), _labeled('train for', self.until),
-                _labeled('epochs', self.epochs), _labeled('budget', self.budget), _labeled('batch size', self.batch),
-                _labeled('learning rate', self.lr), _labeled('optimizer', self.optimizer)]
+                _labeled('epochs', self.epochs, error=ch.add('epochs', self.epochs, _positive)),
+                _labeled('budget', self.budget, error=ch.add('budget', self.budget, _budget_problem)),
+                _labeled('batch size', self.batch), _labeled('learning rate', self.lr, error=ch.add('learning rate', self.lr, _positive)),
+                _labeled('optimizer', self.optimizer)]
+        self.until.observe(lambda _: self._enable(), 'value')
         self.widget = W.VBox([*form, W.HBox([self.start_button, self.stop_button]), self.progress, self.status_html, self.plot,
                               W.HBox([self.checkpoint, self.save_button])])
         self._recipe(); ws.on_change(self._workspace_changed)
@@ -151,6 +185,11 @@ class TrainPanel:
         if what == 'loaded' and not self.running: self._recipe()
     @property
     def running(self) -> bool: return self.thread is not None and self.thread.is_alive()
+    def problems(self) -> dict:
+        "{field: message} of the fields this run would use that hold a wrong value (the other way to stop is not checked)."
+        return self.checks.problems({'epochs' if self.until.value == 'epochs' else 'budget', 'learning rate'})
+    def _enable(self):
+        if not self.running: self.start_button.disabled = bool(self.problems())
     def _status(self, text, error=False):
         self.status_html.value = f"<span style='color:{_RED if error else 'inherit'}'>{html.escape(text)}</span>"
 
@@ -161,6 +200,7 @@ class TrainPanel(TrainPanel):
         if self.running: return
         ws = self.workspace
         if ws.errors: return self._status(f"the spec has {len(ws.errors)} problem(s): fix them in Build first", error=True)
+        if bad := self.problems(): return self._status('fix ' + '; '.join(f"{k}: {m}" for k, m in bad.items()), error=True)
         until = {'epochs': self.epochs.value} if self.until.value == 'epochs' else {'budget': self.budget.value}
         args = dict(until, batch_size=self.batch.value, lr=self.lr.value, optimizer=self.optimizer.value)
         self.control = TrainControl()
@@ -195,7 +235,7 @@ class TrainPanel(TrainPanel):
             self.workspace.notify('trained')
         except Exception as e: self._status(f"training failed: {type(e).__name__}: {e}", error=True)
         finally:
-            self.start_button.disabled, self.stop_button.disabled = False, True
+            self.start_button.disabled, self.stop_button.disabled = bool(self.problems()), True
             self.save_button.disabled = self.history is None or not self.history.steps
     def save(self, path=None):
         "Save the trained model (weights, spec, metrics) as a checkpoint."
@@ -225,9 +265,13 @@ class BenchPanel:
         self.status_html, self.table, self.plot = W.HTML(), W.HTML(), W.Image(format='png', layout=W.Layout(width='480px'))
         self.table.add_class('mp-bench-table')
         self.data.observe(lambda _: self._options(), 'value'); self._options()
-        self.widget = W.VBox([_labeled('data', self.data), _labeled('presets', self.presets), self.current, _labeled('budget', self.budget),
-                              self.run_button, self.status_html, self.table, self.plot, W.HBox([self.folder, csv, md])])
+        self.checks = _Checks(lambda: setattr(self.run_button, 'disabled', bool(self.checks.problems()) or self.running))
+        budget_error = self.checks.add('budget', self.budget, _budget_problem)
+        self.widget = W.VBox([_labeled('data', self.data), _labeled('presets', self.presets), self.current,
+                              _labeled('budget', self.budget, error=budget_error), self.run_button, self.status_html, self.table, self.plot, W.HBox([self.folder, csv, md])])
     _repr_mimebundle_ = property(_display)
+    @property
+    def running(self) -> bool: return self.thread is not None and self.thread.is_alive()
     def _options(self):
         pre = _BENCH_FOLDER.get(self.data.value, '')
         self.presets.options = [n for n in list_presets() if n.startswith(pre)]
@@ -235,7 +279,8 @@ class BenchPanel:
         self.status_html.value = f"<span style='color:{_RED if error else 'inherit'}'>{html.escape(text)}</span>"
     def run(self, wait=False):
         "Benchmark the chosen presets (and the current model) in a background thread."
-        if self.thread is not None and self.thread.is_alive(): return
+        if self.running: return
+        if bad := self.checks.problems(): return self._status('fix ' + '; '.join(f"{k}: {m}" for k, m in bad.items()), error=True)
         items = list(self.presets.value)
         if self.current.value and not self.workspace.errors: items.append(copy.deepcopy(self.workspace.spec))
         if not items: return self._status('pick presets or tick the current model', error=True)
@@ -254,7 +299,7 @@ class BenchPanel:
             self._status(f"{len(items)} model(s) benchmarked")
         except Exception as e:
             self.error = e; self._status(f"benchmark failed: {type(e).__name__}: {e}", error=True)
-        finally: self.run_button.disabled = False
+        finally: self.run_button.disabled = bool(self.checks.problems())
     def export(self, fmt='csv') -> Path | None:
         "Write the table as CSV or Markdown under the folder field."
         if self.result is None: return None
