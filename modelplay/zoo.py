@@ -6,7 +6,7 @@ Docs: https://modelplay.github.io/modelplay/zoo.html.md"""
 
 # %% ../nbs/06_zoo.ipynb #5362bd95
 from __future__ import annotations
-import contextlib, math, re, sys, types
+import contextlib, html, math, re, sys, types
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -114,15 +114,20 @@ class PresetTable:
     def __getitem__(self, name): return next(r for r in self.rows if r.name == name)
     def to_records(self): return [vars(r) for r in self.rows]
     def __repr__(self):
-        head = f"{'preset':<28} {'family':<22} {'data':<16} {'params':>14} {'FLOPs/sample':>13}"
+        head = f"{'preset':<28} {'family':<22} {'data':<16} {'params':>14} {'FLOPs/sample':>13}  file"
         lines = [head, '-' * len(head)]
-        lines += [f"{r.name:<28} {r.family:<22} {r.data:<16} {r.params:>14,} {_si(r.flops):>13}" for r in self.rows]
+        lines += [f"{r.name:<28} {r.family:<22} {r.data:<16} {r.params:>14,} {_si(r.flops):>13}  {_shown_path(r.file)}" for r in self.rows]
         return '\n'.join(lines + ['(FLOPs = 2 × multiply-adds, forward, batch 1)'])
     def _repr_html_(self):
         cells = ''.join(f"<tr><td>{r.name}</td><td>{r.family}</td><td>{r.data}</td><td style='text-align:right'>{r.params:,}</td>"
-                        f"<td style='text-align:right'>{_si(r.flops)}</td></tr>" for r in self.rows)
-        return (f"<table><thead><tr><th>preset</th><th>family</th><th>data</th><th>params</th><th>FLOPs/sample</th></tr></thead>"
+                        f"<td style='text-align:right'>{_si(r.flops)}</td><td><code>{html.escape(_shown_path(r.file))}</code></td></tr>" for r in self.rows)
+        return (f"<table><thead><tr><th>preset</th><th>family</th><th>data</th><th>params</th><th>FLOPs/sample</th><th>file</th></tr></thead>"
                 f"<tbody>{cells}</tbody></table><small>FLOPs = 2 × multiply-adds, forward, batch 1</small>")
+
+def _shown_path(p) -> str:
+    "A preset's file as a user would type it: relative to the working folder when it lies under it."
+    try: return str(Path(p).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError): return str(p)
 
 def presets(pattern: str | None = None, flops: bool = True) -> PresetTable:
     "Every preset (or those whose name contains / matches `pattern`, a glob like `mnist/*`) with family, data set, params and FLOPs."
