@@ -524,4 +524,14 @@ def build(spec, overrides=(), device=None, dtype=None, seed=None) -> nn.Module:
         init_weights(model, init['type'], init.get('std', 0.02), sum(st['depth'] for st in spec.get('stages', [])))
     if dtype is not None: model = model.to(dtype)
     model.spec = spec
+    if not isinstance(model, Model): _give_metadata(model)
     return model
+
+def _give_metadata(model: nn.Module):
+    """A model made by the `models` registry gets the metadata every built `Model` has — `parameter_groups_metadata` (semantic
+    group → parameter-name patterns) and `pretrained_ckpt_handling_metadata` (how `load_pretrained` fits a checkpoint to it) —
+    unless its class declares its own; here they are plain dicts, read off the model as built."""
+    from modelplay.inspect import _groups_metadata
+    from modelplay.checkpoint import default_ckpt_handling
+    if getattr(model, 'parameter_groups_metadata', None) is None: model.parameter_groups_metadata = _groups_metadata(model)
+    if getattr(model, 'pretrained_ckpt_handling_metadata', None) is None: model.pretrained_ckpt_handling_metadata = default_ckpt_handling(model)

@@ -1,6 +1,6 @@
 """Inspection across the presets: summary on every family, FLOPs on the meta device equal to a real run, the default
 no-decay groups partition every parameter, metadata that describes each preset, and replaced models that still train."""
-import re
+import re, tempfile
 from pathlib import Path
 import pytest
 import torch
@@ -167,6 +167,27 @@ def test_user_model_metadata_is_respected():
         assert summary(model).output_shapes == {'body': (1, 4, 6, 6), 'out': (1, 10)}
     finally:
         mp.MODELS.unregister('tiny_meta_cnn')
+
+def test_registered_model_gets_the_metadata():
+    "A model from the models registry that declares no metadata gets both, as a built Model has them."
+    @mp.MODELS.register('tiny_plain_net')
+    class Plain(nn.Module):
+        def __init__(self, width: int = 8, in_chans: int = 1):
+            super().__init__()
+            self.conv, self.norm, self.head = nn.Conv2d(in_chans, width, 3), nn.LayerNorm(width), nn.Linear(width, 10)
+        def forward(self, x): return self.head(self.norm(self.conv(x).mean((2, 3))))
+    try:
+        model = mp.build({'input': {'shape': [1, 8, 8]}, 'model': {'type': 'tiny_plain_net'}})
+        assert model.parameter_groups_metadata['norms'] == ['norm.*'] and model.parameter_groups_metadata['head'] == ['head.*']
+        assert ParamFilter({'group': 'norms'}).match(model) == ['norm.weight', 'norm.bias']
+        assert model.pretrained_ckpt_handling_metadata['strip_prefixes'] == ['module.', '_orig_mod.']
+        path = Path(tempfile.mkdtemp()) / 'plain.safetensors'
+        mp.save_checkpoint(model, path)
+        other = mp.build({'input': {'shape': [1, 8, 8]}, 'model': {'type': 'tiny_plain_net'}}, seed=1)
+        mp.load_pretrained(other, path)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    finally:
+        mp.MODELS.unregister('tiny_plain_net')
 
 def test_filter_from_yaml_and_explain():
     model = mp.build(MULTI, seed=0)
