@@ -302,18 +302,31 @@ def _resolve_stage(i, st, model_dim, defaults, ctx, path=None):
             if 'depth' in st and _check_int(st['depth'], path + ['depth'], ctx) and st['depth'] != len(layers):
                 ctx.err(path + ['layers'], f"has {len(layers)} entries but depth is {st['depth']}: make them agree or drop `depth`")
             out['depth'] = len(layers)
-            out['layers'] = [resolve_component(l, 'blocks', path + ['layers', j], scope, ctx, 'block')
-                             for j, l in enumerate(layers)]
+            out['layers'] = [_resolve_layer(l, path + ['layers', j], scope, ctx) for j, l in enumerate(layers)]
     elif 'layer' in st:
         if 'depth' not in st: ctx.err(path + ['depth'], "missing: how many times to repeat `layer`")
         elif _check_int(st['depth'], path + ['depth'], ctx): out['depth'] = st['depth']
-        out['layer'] = resolve_component(st['layer'], 'blocks', path + ['layer'], scope, ctx, 'block')
+        out['layer'] = _resolve_layer(st['layer'], path + ['layer'], scope, ctx)
     else:
         ctx.err(path, "missing `layer` (one spec repeated `depth` times) or `layers` (one spec per layer)")
     ds = st.get('downsample')
     out['downsample'] = None if ds is None else resolve_component(ds, 'downsamples', path + ['downsample'], scope, ctx)
     out.update(local)
     return out
+
+def _resolve_layer(layer, path, scope, ctx):
+    """One layer spec (a block). A key its block does not take, but some component does (`act`, `dropout`, `norm`, …), is a
+    default for the components inside this layer, over the stage's and the model's; the resolved layer has it in them."""
+    reg = REGISTRIES['blocks']
+    if isinstance(layer, dict) and isinstance(name := layer.get('block'), str) and name in reg:
+        info = reg.describe(name)
+        takes = {f.name for f in info.fields}
+        local = {k: v for k, v in layer.items() if isinstance(k, str) and k != 'block' and k not in takes
+                 and k in _all_param_names() - CONTEXT}
+        if local and not takes_kwargs(info.obj):
+            _check_defaults(local, ctx, path, 'layer', ('block', *sorted(takes)))
+            layer, scope = {k: v for k, v in layer.items() if k not in local}, ChainMap(local, scope)
+    return resolve_component(layer, 'blocks', path, scope, ctx, 'block')
 
 def _check_defaults(local, ctx, path, where, structural):
     "Each default must be a parameter some registered component takes, with a value that fits it; reported once, where it is written."
