@@ -52,11 +52,12 @@ def test_list_map_and_kinds(env, tmp_path, capsys):
     code, out, _ = run(capsys, 'list', 'registries')
     assert code == 0 and all(re.search(rf'^{k}: \d+ component', out, re.M) for k in ('mixers', 'norms', 'heads'))
 
-def test_list_presets_measured_once(env, tmp_path, capsys, cached):
+def test_list_presets_measured_once(env, tmp_path, capsys, cached, monkeypatch):
     r = cli('list', 'presets', 'mnist/cnn_8k', env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     row = next(l for l in r.stdout.splitlines() if l.startswith('mnist/cnn_8k'))
-    assert row.split()[-2:] == ['7,851', '121k']
+    assert row.split()[-3:-1] == ['7,851', '121k'] and row.split()[-1].endswith('configs/mnist/cnn_8k.yaml')
+    monkeypatch.chdir(tmp_path)                                            # the file column is relative to the working folder
     assert (Path(env['XDG_CACHE_HOME']) / 'modelplay' / 'cli' / 'presets.json').is_file()
     code, out, _ = run(capsys, 'list', 'presets', 'mnist/cnn_8k')         # from the cache: the same table
     assert (code, out) == (0, r.stdout)

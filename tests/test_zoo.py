@@ -49,7 +49,10 @@ SIBLINGS = [('lm/gpt2', ['dim=1024', 'stages.0.depth=24', 'stages.0.layer.mixer.
             ('lm/gpt2', ['dim=1280', 'stages.0.depth=36', 'stages.0.layer.mixer.heads=20'], 774_030_080),   # GPT-2 large
             ('lm/codegen_350m', [], 356_712_448), ('imagenet/resnet34', [], 21_797_672), ('imagenet/vit_ti16', [], 5_717_416),
             ('imagenet/efficientnet_b0', [], 5_288_548), ('imagenet/convnextv2_atto', [], 3_708_400),
-            ('imagenet/convnextv2_base', [], 88_717_800)]
+            ('imagenet/convnextv2_base', [], 88_717_800),
+            # the CIFAR ResNets of the common 32x32 layout (3x3 stride-1 stem, no max-pool), counts as that layout is usually quoted
+            ('cifar10/resnet18', [], 11_173_962), ('cifar10/resnet34', [], 21_282_122), ('cifar10/resnet50', [], 23_520_842),
+            ('cifar10/resnet101', [], 42_512_970)]
 
 @pytest.mark.parametrize('name,overrides,count', SIBLINGS)
 def test_official_sizes(name, overrides, count):
