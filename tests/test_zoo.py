@@ -1,6 +1,7 @@
 """Every preset in configs/: loads by name, builds (on the meta device above 1 B parameters), runs forward + backward
 on a batch of 2 of its declared input (up to 50 M parameters) with the right output shapes, and its resolved spec,
 saved and reloaded, builds a model with the same parameter count and the same outputs for the same seed."""
+import re
 from pathlib import Path
 import pytest
 import torch
@@ -76,3 +77,13 @@ def test_counting_flops_does_not_import_the_compiler():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ['False', 'ok'], out.stdout[-2000:]
+
+STATED = {}
+for _p in sorted((Path(__file__).resolve().parents[1] / 'configs').glob('*/*.yaml')):
+    _m = re.search(r'([\d,]{5,}) parameters', ' '.join(l for l in _p.read_text().splitlines() if l.startswith('#')))
+    if _m: STATED[f"{_p.parent.name}/{_p.stem}"] = int(_m.group(1).replace(',', ''))
+
+@pytest.mark.parametrize('name', sorted(STATED))
+def test_stated_counts(name):
+    "A preset whose header comment states its parameter count has exactly that many (the first count stated)."
+    assert n_params(mp.build(name, device='meta')) == STATED[name]
