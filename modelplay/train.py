@@ -40,9 +40,9 @@ def _check_train(v, path, ctx):
         elif k == 'optimizer' and isinstance(x, dict):
             if 'type' not in x: ctx.err(path + [k], "needs `type` (adamw, adam, sgd or any torch.optim name)")
             elif not isinstance(x['type'], str) or _optimizer_class(x['type']) is None:
-                ctx.err(path + [k, 'type'], f"unknown optimizer {x['type']!r} (adamw, adam, sgd or any torch.optim name)")
+                ctx.err(path + [k, 'type'], f"unknown optimizer {x['type']!r}{_optimizer_hint(x['type'])} (adamw, adam, sgd or any torch.optim name)")
         elif k == 'optimizer' and isinstance(x, str) and _optimizer_class(x) is None:
-            ctx.err(path + [k], f"unknown optimizer {x!r} (adamw, adam, sgd or any torch.optim name)")
+            ctx.err(path + [k], f"unknown optimizer {x!r}{_optimizer_hint(x)} (adamw, adam, sgd or any torch.optim name)")
         elif k == 'budget' and not _budget_ok(x): ctx.err(path + [k], f"must be a wall time like '30s', '2m', '1h' or seconds, got {x!r}")
         elif (e := check_value(x, TRAIN_KEYS[k])): ctx.err(path + [k], e)
     return v
@@ -64,10 +64,16 @@ def parse_budget(b) -> float | None:
     if s.replace('.', '', 1).isdigit(): return float(s)
     raise ValueError(f"budget {b!r}: write a wall time like '30s', '2m' or '1h'")
 
+def _optimizer_names() -> dict:
+    return {n.lower(): n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type) and n != 'Optimizer'}
+
 def _optimizer_class(name: str):
-    names = {n.lower(): n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)}
-    n = names.get(name.lower())
+    n = _optimizer_names().get(name.lower())
     return getattr(torch.optim, n) if n else None
+
+def _optimizer_hint(name) -> str:
+    from modelplay.registry import did_you_mean
+    return did_you_mean(str(name).lower(), list(_optimizer_names())) if isinstance(name, str) else ""
 
 # %% ../nbs/10_train.ipynb #d358c2ef
 def lr_scale(schedule: str, p: float, warmup: float = 0.0) -> float:

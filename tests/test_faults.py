@@ -1,10 +1,12 @@
 """Fault matrix: every bad input gets a clear answer, every fault loses nothing.
 
-Six categories, one test-name prefix each: `test_yaml_` (spec files through `load_spec`, `modelplay show` and
+Seven categories, one test-name prefix each: `test_yaml_` (spec files through `load_spec`, `modelplay show` and
 `modelplay train`), `test_data_` (the publishers' file formats, written small into tmp_path, and downloads cut short),
 `test_ckpt_` (damaged, tampered, mismatched and malicious checkpoints; failed saves), `test_cli_` (bad arguments to every
 subcommand: status 2, one error line, a traceback only with --debug), `test_widget_` (every editable field of the builder
-panel refuses invalid values next to the field) and `test_limits_` (no unsafe unpickling anywhere; names and archive members
+panel refuses invalid values next to the field), `test_train_` (training runs that go wrong — a loss that blows up, NaN in
+the data, out of memory, Ctrl-C, a bad recipe, data that does not fit the model: stopped or refused with a clear reason, the
+model and history kept) and `test_limits_` (no unsafe unpickling anywhere; names and archive members
 never lead a write out of its folder). A clear answer is the package's own error type (`SpecError`, `DataError`,
 `CheckpointError`, exit status 2) whose message names the file; a case that loses or damages a file, or writes outside its
 folder, fails with `DataLost`. `python tests/bench/fault_table.py` runs this file and prints the counts per category."""
@@ -835,3 +837,63 @@ def test_limits_archive_members_stay_in_their_folder(case, tmp_path):
     assert 'refusing to unpack it' in str(e.value), str(e.value)
     no_loss(sorted(os.listdir(folder)) == ['cifar-10-binary.tar.gz'] and not (tmp_path / 'data' / 'escape.txt').exists()
             and not (tmp_path / 'escape.txt').exists(), 'an archive member was written')
+
+
+# ---- training faults: a run that goes wrong stops at a step boundary with a clear reason, keeping the model and history ----
+def _synthetic():
+    return mp.synthetic(n=256, shape=(1, 8, 8), classes=4, seed=0)
+
+def _finite(model) -> bool:
+    return all(torch.isfinite(v.float()).all() for v in model.state_dict().values())
+
+def test_train_loss_blows_up():
+    "A learning rate that makes the loss non-finite: the run stops there; the weights are the last finite ones."
+    model = mp.build(TINY, seed=0)
+    h = mp.fit(model, _synthetic(), steps=20, lr=1e30, optimizer='sgd', progress=False)
+    assert h.stopped_early and ('loss became' in h.reason or 'non-finite' in h.reason), h.reason
+    assert _finite(model) and len(h.steps) < 20
+
+def test_train_nan_in_the_data():
+    "A NaN pixel in one batch: the run stops at that step with what was learnt before it."
+    ds = _synthetic()
+    ds.train.x = ds.train.x.float(); ds.train.x[5:] = float('nan')
+    model = mp.build(TINY, seed=0)
+    h = mp.fit(model, ds, steps=10, batch_size=4, progress=False, eval=False, seed=0)
+    assert h.stopped_early and len(h.steps) < 10 and _finite(model), h.reason
+
+def test_train_out_of_memory():
+    "Out of memory at step 3: stopped with the batch size that failed and a smaller one to try; history and model kept."
+    model, calls = mp.build(TINY, seed=0), [0]
+    real = model.forward
+    def third_fails(*a, **k):
+        calls[0] += 1
+        if calls[0] == 3: raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+        return real(*a, **k)
+    model.forward = third_fails
+    h = mp.fit(model, _synthetic(), steps=6, batch_size=32, progress=False, eval=False)
+    assert h.stopped_early and 'batch_size=32' in h.reason and 'batch_size=16' in h.reason, h.reason
+    assert len(h.steps) == 2 and _finite(model)
+
+def test_train_ctrl_c():
+    "Ctrl-C (SIGINT) during step 4: the run ends at the step boundary; the steps done are in the history."
+    import signal
+    class Interrupt(mp.Callback):
+        def on_step_end(self, run):
+            if len(run.history.steps) == 4: signal.raise_signal(signal.SIGINT)
+    model = mp.build(TINY, seed=0)
+    h = mp.fit(model, _synthetic(), steps=50, progress=False, eval=False, callbacks=[Interrupt()])
+    assert h.reason.startswith('interrupted') and 4 <= len(h.steps) < 50 and _finite(model), h.reason
+
+@pytest.mark.parametrize('kw, words', [
+    ({'lr': -1.0}, 'lr'), ({'optimizer': 'adamm'}, "did you mean 'adam'"), ({'batch_size': 0}, 'batch_size'),
+    ({'budget': 'soon'}, "budget"), ({'schedule': 'cosin'}, "did you mean 'cosine'")])
+def test_train_bad_recipe(kw, words):
+    "A recipe value that cannot be used is refused before any step, naming the key."
+    with pytest.raises(SpecError, match=re.escape(words)):
+        mp.fit(mp.build(TINY, seed=0), _synthetic(), steps=2, progress=False, **kw)
+
+def test_train_data_that_does_not_fit():
+    "A model sized for 8x8 images given 28x28 ones: a clear error before training, naming both shapes."
+    ds = mp.synthetic(n=32, shape=(1, 28, 28), classes=4)
+    with pytest.raises(mp.ModelplayError, match=r'\[1, 8, 8\]|1, 8, 8'):
+        mp.fit(mp.build(TINY, seed=0), ds, steps=1, progress=False)

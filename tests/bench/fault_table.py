@@ -1,7 +1,9 @@
 """The fault matrix as a table: runs `pytest tests/test_faults.py` and prints, per category, how many bad inputs and faults
 were tried, how many got a clear answer, how many crashed or answered unclearly, and how many lost data.
 
-    python tests/bench/fault_table.py [extra pytest arguments, e.g. -k cli]
+    python tests/bench/fault_table.py [--no-fuzz] [extra pytest arguments, e.g. -k cli]
+
+The spec fuzzer (tests/fuzz_specs.py, 2,400 derandomised mutants) adds a row unless `--no-fuzz` is given.
 
 A test counts as one case unless it records `cases` (and `failed`) with `record_property`, as the test walking every widget
 field does. A failure raising `DataLost` counts as data lost; any other failure, and a known one marked xfail, as an
@@ -11,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CATEGORIES = {'yaml': 'YAML / spec files', 'data': 'data files', 'ckpt': 'checkpoints', 'cli': 'CLI', 'widget': 'widgets', 'limits': 'limits'}
+CATEGORIES = {'yaml': 'YAML / spec files', 'data': 'data files', 'ckpt': 'checkpoints', 'cli': 'CLI', 'widget': 'widgets',
+              'train': 'training runs', 'limits': 'limits'}
 COLUMNS = ('cases', 'clear', 'crashes', 'lost')
 
 class Tally:
@@ -46,9 +49,26 @@ class Tally:
         total = {c: sum(r[c] for r in self.rows.values()) for c in COLUMNS}
         return '\n'.join(head + rows + ['| **total** | ' + ' | '.join(f"**{total[c]}**" for c in COLUMNS) + ' |'])
 
+def fuzz_row(tally: Tally, examples: int = 2400):
+    "The spec fuzzer's mutants as one more row: built and ran, or refused with a place, is a clear answer."
+    import json, subprocess, tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / 'fuzz.json'
+        subprocess.run([sys.executable, str(ROOT / 'tests' / 'fuzz_specs.py'), '--examples', str(examples), '--json', str(out)],
+                       capture_output=True, text=True)
+        if not out.exists(): tally.notes.append('the spec fuzzer did not write its report'); return
+        results = json.loads(out.read_text())['results']
+    CATEGORIES['fuzz'] = 'spec mutants (fuzzer)'
+    tally.rows['fuzz'] = {'cases': sum(r['tried'] for r in results), 'clear': sum(r['ran'] + r['refused'] for r in results),
+                          'crashes': sum(r['crashed'] for r in results), 'lost': 0}
+    for r in results:
+        for c in r['crashes'][:3]: tally.notes.append(f"fuzzer [{r['kind']}] {c['type']}: {c['message'][:200]}")
+
 def main() -> int:
     tally, t0 = Tally(), time.perf_counter()
-    code = pytest.main([str(ROOT / 'tests' / 'test_faults.py'), '-q', '-p', 'no:cacheprovider', *sys.argv[1:]], plugins=[tally])
+    args = [a for a in sys.argv[1:] if a != '--no-fuzz']
+    code = pytest.main([str(ROOT / 'tests' / 'test_faults.py'), '-q', '-p', 'no:cacheprovider', *args], plugins=[tally])
+    if '--no-fuzz' not in sys.argv: fuzz_row(tally)
     print(f"\n{tally.table()}\n")
     for note in tally.notes: print(f"- {note}")
     print(f"\npytest tests/test_faults.py: exit status {int(code)}, {time.perf_counter() - t0:.1f} s")
