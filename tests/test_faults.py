@@ -634,6 +634,37 @@ def test_widget_every_field_refuses_invalid_values(preset, panels, record_proper
     record_property('cases', tried); record_property('failed', len(failures))
     assert tried > 20 and not failures, '\n'.join(failures)
 
+TRAIN_FIELDS = {   # panel field → values it must not run with
+    'lr': [0.0, -1.0, float('nan'), float('inf')], 'epochs': [0.0, -3.0], 'budget': ['soon', '0s', '-5s', '', '1 fortnight'],
+    'batch': [0, -5], 'samples': [-10]}
+
+def test_widget_train_and_bench_fields_refuse_invalid_values(record_property):
+    """The Train and Bench panels, each field given each value it must not run with: either the field bounds it to a valid value,
+    or a message shows next to it and Start (Run) is held back; the value put back clears it."""
+    pytest.importorskip('ipywidgets')
+    from modelplay.widgets import TrainPanel, BenchPanel
+    tp, bp = TrainPanel('mnist/cnn_8k'), BenchPanel('mnist/cnn_8k', bench=lambda *a, **k: None)
+    tried, failures = 0, []
+    for panel, name, widget, until in [(tp, f, getattr(tp, f), 'budget' if f == 'budget' else 'epochs') for f in TRAIN_FIELDS] + \
+                                      [(bp, 'budget', bp.budget, None)]:
+        if until: tp.until.value = until
+        button = tp.start_button if panel is tp else bp.run_button
+        for bad in TRAIN_FIELDS[name]:
+            tried += 1
+            good = widget.value
+            try:
+                widget.value = bad
+                v = widget.value
+                bounded = v != bad and not (isinstance(bad, float) and v != v)
+                shown = any(name.replace('lr', 'learning rate') == k for k in (panel.checks.problems() or {}))
+                if bounded and getattr(widget, 'min', None) is not None and v < widget.min: failures.append(f"{name}={bad!r}: bounded to {v!r}, below its min")
+                if not bounded and not (shown and button.disabled): failures.append(f"{name}={bad!r}: accepted (no message, {button.description} enabled)")
+            except Exception as e: failures.append(f"{name}={bad!r}: {type(e).__name__} escaped: {e}")
+            finally: widget.value = good
+            if panel.checks.problems() or button.disabled: failures.append(f"{name}: putting {good!r} back left {panel.checks.problems()}")
+    record_property('cases', tried); record_property('failed', len(failures))
+    assert tried >= 15 and not failures, '\n'.join(failures)
+
 def test_widget_choices_offer_only_valid_values(panels, record_property):
     "Dropdowns (choices and component slots) list only what the spec accepts, so they cannot hold an invalid value."
     from modelplay.widgets import FieldRow, ComponentEditor
