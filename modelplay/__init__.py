@@ -22,6 +22,7 @@ from .zoo import *
 from .inspect import *
 from .filters import *
 from .checkpoint import *
+from .datafiles import *
 from .data import *
 from .train import *
 from .bench import *
@@ -29,5 +30,5 @@ from .widgets import *
 
 # %% ../nbs/99_api.ipynb #fa5c8728
 import sys as _sys
-_MODULES = ('registry', 'config', 'spec', 'layers', 'mixers', 'blocks', 'models', 'zoo', 'inspect', 'filters', 'checkpoint', 'data', 'train', 'bench', 'widgets')
+_MODULES = ('registry', 'config', 'spec', 'layers', 'mixers', 'blocks', 'models', 'zoo', 'inspect', 'filters', 'checkpoint', 'datafiles', 'data', 'train', 'bench', 'widgets')
 __all__ = ['__version__'] + [n for m in _MODULES for n in _sys.modules[f'modelplay.{m}'].__all__]   # (`mp.bench` is the function)

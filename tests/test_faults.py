@@ -17,6 +17,7 @@ import pytest
 import torch
 import modelplay as mp
 import modelplay.data as D
+import modelplay.datafiles as DF
 from modelplay.spec import SpecError, fmt_path
 from modelplay.data import DataError, Remote, download_file, fetch_data, load_data
 from modelplay.checkpoint import CheckpointError, save_checkpoint, load_checkpoint, load_weights, load_pretrained
@@ -551,7 +552,7 @@ DEBUG_CASES = {   # id → arguments whose error, with --debug, comes with its t
 def test_cli_debug_shows_the_traceback(command, spec_file, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv('MODELPLAY_DATA', str(tmp_path / 'no_data'))                 # demo: no MNIST here, and no network
     def offline(url, timeout): raise urllib.error.URLError('[Errno -3] Temporary failure in name resolution')
-    monkeypatch.setattr(D, '_urlopen', offline)
+    monkeypatch.setattr(DF, '_urlopen', offline)
     (tmp_path / 'folder').mkdir()
     args = [a.format(spec=spec_file, dir=tmp_path / 'folder') for a in DEBUG_CASES[command]]
     code, out, err = run_cli(capsys, *args)

@@ -64,7 +64,8 @@ def show_playground(page, artifacts, tries=3):
     (seen in about one CI run in two, in JupyterLab and in Notebook 7; the race between the widget manager and early
     execution is jupyterlab/jupyterlab#6849). Some of the widgets can be lost that way and not others: one CI run
     showed the header with its parameter count while the builder's form never came, so the stage fields are waited
-    for too. Running the cell again creates the widgets anew, now heard. When the widget or its form is missing, the
+    for too; and once the output area stayed empty although the cell had run (prompt [1]). Running the cell again creates
+    the widgets anew, now heard. When the widget or its form is missing, the
     cell's output area goes to the artifacts, a warning says so, and the cell runs again; the caller then checks what
     the widget shows."""
     from playwright.sync_api import expect
