@@ -6,27 +6,22 @@ Docs: https://modelplay.github.io/modelplay/bench.html.md"""
 
 # %% ../nbs/11_bench.ipynb #5d0b2483
 from __future__ import annotations
-import contextlib, copy, csv, ctypes, datetime, gc, html, io, json, math, os, platform, random, resource, statistics, subprocess, sys, tempfile, threading, time
-from dataclasses import dataclass, field
+import contextlib, copy, ctypes, datetime, gc, json, math, os, platform, random, resource, statistics, subprocess, sys, tempfile, threading, time
 from pathlib import Path
-from typing import Literal
 import torch
 import torch.nn as nn
-from .registry import ModelplayError
 from .config import resolve_device, apply_threads, apply_malloc
-from .spec import load_spec, atomic_write_text
+from .spec import load_spec
 from .models import build
-from .zoo import forward_flops, spec_input, preset_family, _si, _FAMILY
+from .zoo import forward_flops, spec_input, preset_family, _FAMILY
 from .train import fit, evaluate, make_loss, amp_dtype, parse_budget
+from .benchtable import *
 
 # %% auto #0
-__all__ = ['BENCH_COLUMNS', 'BENCH_METRICS', 'BenchError', 'BenchInterrupted', 'time_calls', 'PeakMemory', 'machine_info',
-           'others_running', 'BusyMeter', 'BenchTable', 'bench']
+__all__ = ['BENCH_METRICS', 'BenchInterrupted', 'time_calls', 'PeakMemory', 'machine_info', 'others_running', 'BusyMeter',
+           'bench']
 
 # %% ../nbs/11_bench.ipynb #d6f4b56d
-class BenchError(ModelplayError, RuntimeError):
-    "A benchmark that cannot run as asked (unknown metric, a model without a spec, an isolated process that failed); the message says why."
-
 class BenchInterrupted(KeyboardInterrupt):
     "Ctrl-C during `bench`: `.table` holds what was measured before it (the rows done, the figures of the finished rounds)."
     def __init__(self, table): super().__init__('benchmark interrupted'); self.table = table
@@ -161,168 +156,6 @@ class BusyMeter:
     def __exit__(self, *exc): self._stop.set(); self._thread.join()
     @property
     def mean(self) -> float | None: return sum(self.samples) / len(self.samples) if self.samples else None
-
-# %% ../nbs/11_bench.ipynb #774b5c84
-BENCH_COLUMNS = {   # key: (header, format)
-    'name': ('model', 'str'), 'family': ('family', 'str'), 'params': ('params', 'int'), 'flops': ('FLOPs/sample', 'si'),
-    'latency_ms': ('latency ms', 'num'), 'infer_sps': ('infer samples/s', 'rate'), 'train_sps': ('train samples/s', 'rate'),
-    'mem_mb': ('train MiB', 'num'), 'steps': ('steps', 'int'), 'train_s': ('train s', 'num'), 'acc': ('acc', 'acc'),
-    'loss': ('loss', 'acc'), 'perplexity': ('perplexity', 'num'), 'note': ('note', 'str')}
-
-def _fmt(v, kind: str = 'num') -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)): return '—'
-    if kind == 'int' and isinstance(v, (int, float)): return f"{v:,.0f}"
-    if kind == 'si': return _si(v)
-    if kind == 'acc' and isinstance(v, float): return f"{v:.4f}"
-    if kind == 'rate' and isinstance(v, (int, float)): return f"{v:,.0f}"
-    if isinstance(v, float): return f"{v:.3g}" if abs(v) < 1e4 else f"{v:,.0f}"
-    return str(v)
-
-@dataclass
-class BenchTable:
-    "Benchmark rows (dicts) with the machine and settings they were measured under; text, HTML, Markdown, CSV, JSON, Pareto front and plot."
-    rows: list = field(default_factory=list)
-    env: dict = field(default_factory=dict)
-    def __len__(self): return len(self.rows)
-    def __iter__(self): return iter(self.rows)
-    def __getitem__(self, i): return self.rows[i] if isinstance(i, int) else next(r for r in self.rows if r['name'] == i)
-    def column(self, key) -> list: return [r.get(key) for r in self.rows]
-    @property
-    def columns(self) -> list:
-        "The keys shown: the known ones in their order, then any others (spreads `*_iqr` are shown inside their column)."
-        keys = list(dict.fromkeys(k for r in self.rows for k in r))
-        return [k for k in BENCH_COLUMNS if k in keys] + [k for k in keys if k not in BENCH_COLUMNS and not k.endswith('_iqr')]
-    def _new(self, rows): return BenchTable([dict(r) for r in rows], dict(self.env))
-    def sort(self, by: str = 'params', descending: bool = False) -> BenchTable:
-        "A copy sorted by column `by` (rows without it last)."
-        have = [r for r in self.rows if r.get(by) is not None]
-        return self._new(sorted(have, key=lambda r: r[by], reverse=descending) + [r for r in self.rows if r.get(by) is None])
-    def filter(self, fn=None, **equals) -> BenchTable:
-        "A copy with the rows for which `fn(row)` is true and whose columns equal `equals`."
-        return self._new([r for r in self.rows if (fn is None or fn(r)) and all(r.get(k) == v for k, v in equals.items())])
-    def cell(self, row: dict, key: str) -> str:
-        v = row.get(key)
-        s = _fmt(v, BENCH_COLUMNS.get(key, ('', 'num'))[1])
-        iqr = row.get(key + '_iqr')
-        return f"{s} ±{iqr / 2 / v:.0%}" if iqr is not None and v else s
-
-# %% ../nbs/11_bench.ipynb #0b49c53c
-def _header(env: dict) -> str:
-    keys = ('cpu', 'cores', 'threads', 'torch', 'device', 'date')
-    return ' · '.join(f"{k} {env[k]}" if k in ('cores', 'threads', 'torch') else str(env[k]) for k in keys if k in env)
-
-def _repeats_text(s: dict) -> str:
-    r = s.get('rounds') or 1
-    return f"{s.get('repeats')} repeats" if r == 1 else f"{r} × {s.get('repeats')} repeats ({r} rounds over all the models)"
-
-def _notes(env: dict) -> str:
-    s = env.get('settings', {})
-    if not s: return ''
-    parts = [f"latency: batch 1; throughput and training at batch {s.get('batch_size')}; eval mode and no_grad for inference, "
-             f"forward+backward+{s.get('optimizer', 'AdamW')} step for training; autocast {s.get('autocast') or 'off'} (amp={s.get('amp')!r})",
-             f"± = half the interquartile range of {_repeats_text(s)} after {s.get('warmup')} warm-up calls"]
-    if s.get('memory'): parts.append(f"memory: {s['memory']} of a training step (weights, gradients, optimizer state, activations)")
-    if s.get('data'): parts.append(f"accuracy on {s['data']} after {s.get('budget')} per model, seed {s.get('seed')}")
-    if s.get('isolate'): parts.append('one fresh process per model')
-    if s.get('allocator'): parts.append(s['allocator'])
-    if env.get('interrupted'): parts.append(f"INTERRUPTED (Ctrl-C) {env['interrupted']}")
-    if (busy := env.get('others_running')) is not None and busy >= 0.3:
-        parts.append(f"the machine was shared: other processes kept {busy:.1f} threads runnable on average while this ran "
-                     f"({env.get('cores')} cores), which slows and spreads these timings")
-    return '; '.join(parts)
-
-def _table_text(t: BenchTable) -> str:
-    cols = t.columns
-    cells = [[BENCH_COLUMNS.get(c, (c,))[0] for c in cols]] + [[t.cell(r, c) for c in cols] for r in t.rows]
-    w = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    left = lambda c: BENCH_COLUMNS.get(c, ('', 'num'))[1] == 'str'
-    line = lambda row: '  '.join(x.ljust(w[i]) if left(cols[i]) else x.rjust(w[i]) for i, x in enumerate(row)).rstrip()
-    out = [_header(t.env), line(cells[0]), '  '.join('-' * x for x in w)] + [line(r) for r in cells[1:]]
-    return '\n'.join(out + ([f"({_notes(t.env)})"] if _notes(t.env) else []))
-
-def _table_markdown(t: BenchTable) -> str:
-    cols = t.columns
-    head = '| ' + ' | '.join(BENCH_COLUMNS.get(c, (c,))[0] for c in cols) + ' |'
-    rule = '|' + '|'.join(':---' if BENCH_COLUMNS.get(c, ('', 'num'))[1] == 'str' else '---:' for c in cols) + '|'
-    body = ['| ' + ' | '.join(t.cell(r, c).replace('|', '\\|') for c in cols) + ' |' for r in t.rows]
-    notes = _notes(t.env)
-    return '\n'.join([f"*{_header(t.env)}*", '', head, rule, *body] + (['', f"<sub>{notes}</sub>"] if notes else [])) + '\n'
-
-def _table_html(t: BenchTable) -> str:
-    cols = t.columns
-    align = lambda c: '' if BENCH_COLUMNS.get(c, ('', 'num'))[1] == 'str' else " style='text-align:right'"
-    head = ''.join(f"<th{align(c)}>{html.escape(BENCH_COLUMNS.get(c, (c,))[0])}</th>" for c in cols)
-    body = ''.join('<tr>' + ''.join(f"<td{align(c)}>{html.escape(t.cell(r, c))}</td>" for c in cols) + '</tr>' for r in t.rows)
-    return (f"<div><small>{html.escape(_header(t.env))}</small><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            f"<small>{html.escape(_notes(t.env))}</small></div>")
-
-BenchTable.__repr__ = _table_text
-BenchTable.to_markdown = _table_markdown
-BenchTable.to_html = _table_html
-BenchTable._repr_html_ = _table_html
-
-# %% ../nbs/11_bench.ipynb #24be0676
-def _to_csv(self, path=None) -> str:
-    "The rows as CSV text (every key, spreads included), written to `path` when given."
-    keys = list(dict.fromkeys(k for r in self.rows for k in r))
-    buf = io.StringIO(); w = csv.DictWriter(buf, keys, lineterminator='\n'); w.writeheader(); w.writerows(self.rows)
-    if path is not None: atomic_write_text(path, buf.getvalue())
-    return buf.getvalue()
-
-def _to_json(self, path=None) -> str:
-    "Rows and header as JSON text, written to `path` when given; `BenchTable.from_json` reads it back."
-    text = json.dumps({'env': self.env, 'rows': self.rows}, indent=1)
-    if path is not None: atomic_write_text(path, text + '\n')
-    return text
-
-def _from_json(cls, source) -> BenchTable:
-    "A table from `to_json`'s text or a path to it."
-    text = str(source)
-    if not text.lstrip().startswith('{'): text = Path(source).read_text()
-    d = json.loads(text)
-    return cls(d['rows'], d.get('env', {}))
-
-BenchTable.to_csv, BenchTable.to_json, BenchTable.from_json = _to_csv, _to_json, classmethod(_from_json)
-
-# %% ../nbs/11_bench.ipynb #1edb51f3
-def _pareto(self, x: str = 'params', y: str = 'acc', x_better: Literal['lower', 'higher'] = 'lower',
-            y_better: Literal['higher', 'lower'] = 'higher') -> BenchTable:
-    "The rows no other row beats on both `x` and `y` (by default: fewer parameters and higher accuracy), sorted by `x`."
-    for k in (x, y):
-        if not any(r.get(k) is not None for r in self.rows):
-            raise BenchError(f"no row has {k!r}; columns here: {', '.join(self.columns)}"
-                             + (" (accuracy needs `data=` in bench)" if k in ('acc', 'loss', 'perplexity') else ''))
-    sx, sy = (1 if x_better == 'lower' else -1), (-1 if y_better == 'higher' else 1)
-    pts = [(sx * r[x], sy * r[y], r) for r in self.rows if r.get(x) is not None and r.get(y) is not None]
-    beats = lambda a, b: a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
-    front = [p[2] for p in pts if not any(beats(q, p) for q in pts)]
-    return self._new(sorted(front, key=lambda r: r[x]))
-
-_AXIS = {'params': 'parameters', 'flops': 'forward FLOPs per sample', 'latency_ms': 'latency at batch 1 (ms)',
-         'acc': 'test accuracy', 'loss': 'test loss', 'perplexity': 'test perplexity', 'mem_mb': 'training memory (MiB)'}
-
-def _plot(self, x: str = 'params', y: str = 'acc', path=None, logx: bool = True, ax=None,
-          x_better: Literal['lower', 'higher'] = 'lower', y_better: Literal['higher', 'lower'] = 'higher'):
-    "`y` against `x`, one labelled point per model, the Pareto front marked; saved to `path` (PNG, SVG, … by suffix) when given."
-    import matplotlib.pyplot as plt
-    front = self.pareto(x, y, x_better, y_better)
-    pts = [r for r in self.rows if r.get(x) is not None and r.get(y) is not None]
-    fig = None
-    if ax is None: fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([r[x] for r in pts], [r[y] for r in pts], color='C0', zorder=2, label='model')
-    ax.plot([r[x] for r in front], [r[y] for r in front], 'o--', color='C3', mfc='none', ms=11, zorder=3, label='Pareto front')
-    for r in pts: ax.annotate(r['name'], (r[x], r[y]), textcoords='offset points', xytext=(5, 4), fontsize=8)
-    if logx and all(r[x] > 0 for r in pts): ax.set_xscale('log')
-    ax.set_xlabel(_AXIS.get(x, BENCH_COLUMNS.get(x, (x,))[0])); ax.set_ylabel(_AXIS.get(y, BENCH_COLUMNS.get(y, (y,))[0]))
-    s = self.env.get('settings', {})
-    ax.set_title(' · '.join(str(v) for v in (s.get('data'), s.get('budget'), self.env.get('device')) if v) or f"{y} vs {x}", fontsize=10)
-    ax.legend(fontsize=8); ax.grid(alpha=0.3)
-    fig = fig or ax.figure
-    fig.tight_layout()
-    if path is not None: fig.savefig(path, dpi=120)
-    return fig
-
-BenchTable.pareto, BenchTable.plot = _pareto, _plot
 
 # %% ../nbs/11_bench.ipynb #6382400b
 BENCH_METRICS = ('params', 'flops', 'latency', 'throughput', 'train', 'memory', 'accuracy')
