@@ -532,6 +532,6 @@ def _give_metadata(model: nn.Module):
     group → parameter-name patterns) and `pretrained_ckpt_handling_metadata` (how `load_pretrained` fits a checkpoint to it) —
     unless its class declares its own; here they are plain dicts, read off the model as built."""
     from modelplay.inspect import _groups_metadata
-    from modelplay.checkpoint import default_ckpt_handling
+    from modelplay.pretrained import default_ckpt_handling
     if getattr(model, 'parameter_groups_metadata', None) is None: model.parameter_groups_metadata = _groups_metadata(model)
     if getattr(model, 'pretrained_ckpt_handling_metadata', None) is None: model.pretrained_ckpt_handling_metadata = default_ckpt_handling(model)

@@ -9,8 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 import modelplay as mp
-from modelplay.checkpoint import (CheckpointError, save_checkpoint, load_checkpoint, load_weights, load_pretrained,
-                                  read_checkpoint_meta)
+from modelplay.checkpoint import CheckpointError, save_checkpoint, load_checkpoint, load_weights, read_checkpoint_meta
+from modelplay.pretrained import load_pretrained
 from modelplay.registry import MIXERS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,8 @@ import modelplay.data as D
 import modelplay.datafiles as DF
 from modelplay.spec import SpecError, fmt_path
 from modelplay.data import DataError, Remote, download_file, fetch_data, load_data
-from modelplay.checkpoint import CheckpointError, save_checkpoint, load_checkpoint, load_weights, load_pretrained
+from modelplay.checkpoint import CheckpointError, save_checkpoint, load_checkpoint, load_weights
+from modelplay.pretrained import load_pretrained
 from modelplay.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
