@@ -25,12 +25,14 @@ from .checkpoint import *
 from .pretrained import *
 from .datafiles import *
 from .data import *
+from .recipe import *
 from .train import *
+from .callbacks import *
 from .benchtable import *
 from .bench import *
 from .widgets import *
 
 # %% ../nbs/99_api.ipynb #fa5c8728
 import sys as _sys
-_MODULES = ('registry', 'config', 'spec', 'layers', 'mixers', 'blocks', 'models', 'zoo', 'inspect', 'filters', 'checkpoint', 'pretrained', 'datafiles', 'data', 'train', 'benchtable', 'bench', 'widgets')
+_MODULES = ('registry', 'config', 'spec', 'layers', 'mixers', 'blocks', 'models', 'zoo', 'inspect', 'filters', 'checkpoint', 'pretrained', 'datafiles', 'data', 'recipe', 'train', 'callbacks', 'benchtable', 'bench', 'widgets')
 __all__ = ['__version__'] + [n for m in _MODULES for n in _sys.modules[f'modelplay.{m}'].__all__]   # (`mp.bench` is the function)

@@ -6,87 +6,20 @@ Docs: https://modelplay.github.io/modelplay/train.html.md"""
 
 # %% ../nbs/10_train.ipynb #4ee7a12e
 from __future__ import annotations
-import contextlib, copy, csv, io, math, os, signal, sys, threading, time
+import contextlib, csv, io, math, os, signal, sys, threading, time
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from .registry import ModelplayError, Range, LOSSES
-from .spec import SpecError, SECTIONS, check_value, load_spec
+from .registry import LOSSES
+from .spec import SpecError
 from .config import resolve_device, apply_threads, apply_malloc, get_setting
+from .recipe import *
+from .recipe import _optimizer_class, _check_train
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'TRAIN_KEYS', 'DEFAULT_RECIPE', 'SNAPSHOT_EVERY', 'parse_budget', 'lr_scale', 'History', 'make_loss',
-           'TrainControl', 'Callback', 'cpu_has_bf16', 'amp_dtype', 'check_data', 'evaluate', 'Run', 'fit',
-           'ProgressBar', 'LivePlot', 'Checkpoint', 'EarlyStopping', 'generate']
-
-# %% ../nbs/10_train.ipynb #d95842b3
-SCHEDULES = ('onecycle', 'cosine', 'linear', 'constant')
-TRAIN_KEYS = {
-    'epochs': Annotated[float, Range(0)], 'steps': Annotated[int, Range(1)], 'budget': str | float,
-    'batch_size': Annotated[int, Range(1)], 'optimizer': str | dict, 'lr': Annotated[float, Range(0)],
-    'weight_decay': Annotated[float, Range(0)], 'schedule': Literal[SCHEDULES], 'warmup': Annotated[float, Range(0, 1)],
-    'label_smoothing': Annotated[float, Range(0, 1)] | None, 'grad_clip': Annotated[float, Range(0)] | None,
-    'amp': Literal['auto', 'bf16', 'fp16', 'none'] | None, 'data': str, 'seed': int, 'eval_batch_size': Annotated[int, Range(1)],
-    'channels_last': bool | None, 'optimizer_kw': dict,
-}
-
-def _check_train(v, path, ctx):
-    if not isinstance(v, dict): ctx.err(path, f"must be a mapping of recipe keys ({', '.join(TRAIN_KEYS)}), got {v!r}"); return v
-    from modelplay.registry import did_you_mean
-    for k, x in v.items():
-        if k not in TRAIN_KEYS: ctx.err(path + [str(k)], f"unknown recipe key{did_you_mean(k, TRAIN_KEYS)} (valid: {', '.join(TRAIN_KEYS)})")
-        elif k == 'optimizer' and isinstance(x, dict):
-            if 'type' not in x: ctx.err(path + [k], "needs `type` (adamw, adam, sgd or any torch.optim name)")
-            elif not isinstance(x['type'], str) or _optimizer_class(x['type']) is None:
-                ctx.err(path + [k, 'type'], f"unknown optimizer {x['type']!r}{_optimizer_hint(x['type'])} (adamw, adam, sgd or any torch.optim name)")
-        elif k == 'optimizer' and isinstance(x, str) and _optimizer_class(x) is None:
-            ctx.err(path + [k], f"unknown optimizer {x!r}{_optimizer_hint(x)} (adamw, adam, sgd or any torch.optim name)")
-        elif k == 'budget' and not _budget_ok(x): ctx.err(path + [k], f"must be a wall time like '30s', '2m', '1h' or seconds, got {x!r}")
-        elif (e := check_value(x, TRAIN_KEYS[k])): ctx.err(path + [k], e)
-    return v
-
-SECTIONS['train'] = _check_train
-
-def _budget_ok(x):
-    try: parse_budget(x); return True
-    except (ValueError, TypeError): return False
-
-def parse_budget(b) -> float | None:
-    "'30s', '2m', '1.5h', 90 → seconds."
-    if b is None: return None
-    if isinstance(b, (int, float)) and not isinstance(b, bool): return float(b)
-    if not isinstance(b, str): raise TypeError(b)
-    s = b.strip().lower()
-    for unit, mul in (('ms', 1e-3), ('s', 1), ('m', 60), ('h', 3600)):
-        if s.endswith(unit) and s[:-len(unit)].replace('.', '', 1).isdigit(): return float(s[:-len(unit)]) * mul
-    if s.replace('.', '', 1).isdigit(): return float(s)
-    raise ValueError(f"budget {b!r}: write a wall time like '30s', '2m' or '1h'")
-
-def _optimizer_names() -> dict:
-    return {n.lower(): n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type) and n != 'Optimizer'}
-
-def _optimizer_class(name: str):
-    n = _optimizer_names().get(name.lower())
-    return getattr(torch.optim, n) if n else None
-
-def _optimizer_hint(name) -> str:
-    from modelplay.registry import did_you_mean
-    return did_you_mean(str(name).lower(), list(_optimizer_names())) if isinstance(name, str) else ""
-
-# %% ../nbs/10_train.ipynb #d358c2ef
-def lr_scale(schedule: str, p: float, warmup: float = 0.0) -> float:
-    "Learning-rate multiplier at progress `p` ∈ [0, 1]."
-    p = min(max(p, 0.0), 1.0)
-    if schedule == 'onecycle':
-        w = warmup or 0.25
-        return 0.04 + 0.96 * p / w if p < w else max(0.0, (1 - p) / (1 - w))
-    if warmup and p < warmup: return p / warmup
-    q = (p - warmup) / (1 - warmup) if warmup < 1 else 1.0
-    if schedule == 'cosine': return 0.5 * (1 + math.cos(math.pi * q))
-    if schedule == 'linear': return max(0.0, 1 - q)
-    return 1.0
+__all__ = ['DEFAULT_RECIPE', 'SNAPSHOT_EVERY', 'History', 'make_loss', 'TrainControl', 'Callback', 'cpu_has_bf16', 'amp_dtype',
+           'check_data', 'evaluate', 'Run', 'fit', 'generate']
 
 # %% ../nbs/10_train.ipynb #316a7818
 @dataclass
@@ -417,6 +350,7 @@ def fit(model, data=None, *, epochs=None, steps=None, budget=None, lr=None, opti
     run = Run(model, History(), control or TrainControl(), dev, opt, data, recipe, total_steps=total,
               budget=parse_budget(recipe.get('budget')), rank=rank, world_size=world)
     if world > 1: run.shared_elapsed = 0.0
+    from modelplay.callbacks import ProgressBar
     cbs = sorted(list(callbacks) + ([ProgressBar()] if progress and rank == 0 else []), key=lambda c: c.order)
     params = [p for p in model.parameters() if p.requires_grad]
     snapshot = _snapshot(model, 0)
@@ -533,67 +467,6 @@ def _record_eval(run, data, recipe, channels_last):
         res = {k: v / run.world_size for k, v in zip(keys, vals)}
     rec.update({f"test_{k}": v for k, v in res.items()}); rec['time'] = run.elapsed
     run.history.epochs.append(rec)
-
-# %% ../nbs/10_train.ipynb #bfb7bade
-class ProgressBar(Callback):
-    "A tqdm progress bar over steps (or over the seconds of a wall-time budget), with the loss and the last accuracy."
-    order = -10
-    def on_fit_start(self, run):
-        from tqdm.auto import tqdm
-        self.by_time = run.total_steps is None
-        self.bar = tqdm(total=int(run.budget) if self.by_time else run.total_steps, unit='s' if self.by_time else 'step',
-                        leave=True, dynamic_ncols=True)
-        self.last = 0
-    def on_step_end(self, run):
-        if run.step % 10 and run.step != run.total_steps and not self.by_time: return
-        now = int(run.elapsed) if self.by_time else run.step
-        self.bar.update(max(0, min(now, self.bar.total or now) - self.last)); self.last = min(now, self.bar.total or now)
-        acc = run.history.last.get('test_acc')
-        self.bar.set_postfix(loss=f"{run.loss:.4f}", **({'acc': f"{acc:.4f}"} if acc is not None else {}))
-    def on_eval_end(self, run): self.on_step_end(run)
-    def on_fit_end(self, run):
-        if self.bar.total: self.bar.update(max(0, self.bar.total - self.last))   # a budget or step count used up: show it full
-        if run.history.reason: self.bar.set_description(run.history.reason[:40])
-        self.bar.close()
-
-class LivePlot(Callback):
-    "Loss (and test accuracy) redrawn every `every` steps in a notebook output."
-    def __init__(self, every: int = 25): self.every = every
-    def on_fit_start(self, run):
-        from IPython.display import display
-        self.handle = display(None, display_id=True)
-    def _draw(self, run):
-        import matplotlib.pyplot as plt
-        fig = run.history.plot(); self.handle.update(fig); plt.close(fig)
-    def on_step_end(self, run):
-        if run.step % self.every == 0: self._draw(run)
-    def on_fit_end(self, run):
-        if run.history.steps: self._draw(run)
-
-class Checkpoint(Callback):
-    "Save model + spec + history (atomically) every `every` steps (and at the end, however the run ended)."
-    order = 10
-    def __init__(self, path, every: int | None = None): self.path, self.every = path, every
-    def _save(self, run):
-        if not run.is_main: return
-        from modelplay.checkpoint import save_checkpoint
-        save_checkpoint(run.model, self.path, step=run.step, epoch=run.epoch, metrics=run.history.last,
-                        reason=run.control.reason or 'running')
-    def on_step_end(self, run):
-        if self.every and run.step % self.every == 0: self._save(run)
-    def on_fit_end(self, run):
-        if run.history.steps: self._save(run)
-
-class EarlyStopping(Callback):
-    "Stop when `metric` has not improved for `patience` evaluations."
-    def __init__(self, metric: str = 'test_acc', patience: int = 2, mode: Literal['max', 'min'] = 'max'):
-        self.metric, self.patience, self.mode, self.best, self.bad = metric, patience, mode, None, 0
-    def on_eval_end(self, run):
-        v = run.history.last.get(self.metric)
-        if v is None: return
-        better = self.best is None or (v > self.best if self.mode == 'max' else v < self.best)
-        self.best, self.bad = (v, 0) if better else (self.best, self.bad + 1)
-        if self.bad >= self.patience: run.control.stop(f"early stop: {self.metric} has not improved for {self.patience} evaluations")
 
 # %% ../nbs/10_train.ipynb #dcc099c0
 @torch.no_grad()
