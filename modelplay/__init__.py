@@ -17,6 +17,7 @@ from .spec import *
 from .layers import *
 from .mixers import *
 from .blocks import *
+from .parts import *
 from .models import *
 from .zoo import *
 from .inspect import *
@@ -34,5 +35,5 @@ from .widgets import *
 
 # %% ../nbs/99_api.ipynb #fa5c8728
 import sys as _sys
-_MODULES = ('registry', 'config', 'spec', 'layers', 'mixers', 'blocks', 'models', 'zoo', 'inspect', 'filters', 'checkpoint', 'pretrained', 'datafiles', 'data', 'recipe', 'train', 'callbacks', 'benchtable', 'bench', 'widgets')
+_MODULES = ('registry', 'config', 'spec', 'layers', 'mixers', 'blocks', 'parts', 'models', 'zoo', 'inspect', 'filters', 'checkpoint', 'pretrained', 'datafiles', 'data', 'recipe', 'train', 'callbacks', 'benchtable', 'bench', 'widgets')
 __all__ = ['__version__'] + [n for m in _MODULES for n in _sys.modules[f'modelplay.{m}'].__all__]   # (`mp.bench` is the function)
