@@ -8,6 +8,10 @@ no execution counts or run metadata), so only its outputs change."""
 import argparse, os, sys, time
 from pathlib import Path
 
+def _last_redraw(text: str) -> str:
+    "Each line as a terminal would leave it: what follows its last carriage return."
+    return '\n'.join(line.rsplit('\r', 1)[-1] if line.rstrip('\r') else line for line in text.split('\n'))
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('notebook', type=Path)
@@ -35,6 +39,9 @@ def main() -> int:
         print(f"failed in cell {done[0]}: {type(e).__name__}: {e}\n{dest} was not written", file=sys.stderr)
         return 1
     finally: shell.close()
+    for c in code:                           # a progress bar's redraws (carriage returns) kept as its last state
+        for o in c.get('outputs', []):
+            if o.get('output_type') == 'stream': o['text'] = _last_redraw(''.join(o['text']) if isinstance(o['text'], list) else o['text'])
     write_nb(nb, dest)
     nbdev_clean(fname=str(dest))
     print(f"ran {len(code)} cells in {time.perf_counter() - start:.0f} s; wrote {dest}")
