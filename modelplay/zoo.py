@@ -10,7 +10,7 @@ import contextlib, html, math, re, sys, types
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from .spec import list_presets, find_preset, load_spec, SpecError
+from .spec import list_presets, find_preset, load_spec, preset_dirs, SpecError
 from .models import build
 
 # %% auto #0
@@ -125,9 +125,12 @@ class PresetTable:
                 f"<tbody>{cells}</tbody></table><small>FLOPs = 2 × multiply-adds, forward, batch 1</small>")
 
 def _shown_path(p) -> str:
-    "A preset's file as a user would type it: relative to the working folder when it lies under it."
-    try: return str(Path(p).resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError): return str(p)
+    "A preset's file, short: relative to the working folder when it lies under it, else from its preset folder (`configs/mnist/cnn_8k.yaml`)."
+    p = Path(p).resolve()
+    for base in (Path.cwd(), *(Path(d).parent for d in preset_dirs())):
+        try: return str(p.relative_to(base.resolve()))
+        except (ValueError, OSError): continue
+    return str(p)
 
 def presets(pattern: str | None = None, flops: bool = True) -> PresetTable:
     "Every preset (or those whose name contains / matches `pattern`, a glob like `mnist/*`) with family, data set, params and FLOPs."
