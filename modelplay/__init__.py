@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 # %% ../nbs/99_api.ipynb #795b5df1
 from .registry import *
 from .config import *
+from .components import *
 from .spec import *
 from .layers import *
 from .mixers import *
@@ -35,5 +36,5 @@ from .widgets import *
 
 # %% ../nbs/99_api.ipynb #fa5c8728
 import sys as _sys
-_MODULES = ('registry', 'config', 'spec', 'layers', 'mixers', 'blocks', 'parts', 'models', 'zoo', 'inspect', 'filters', 'checkpoint', 'pretrained', 'datafiles', 'data', 'recipe', 'train', 'callbacks', 'benchtable', 'bench', 'widgets')
+_MODULES = ('registry', 'config', 'components', 'spec', 'layers', 'mixers', 'blocks', 'parts', 'models', 'zoo', 'inspect', 'filters', 'checkpoint', 'pretrained', 'datafiles', 'data', 'recipe', 'train', 'callbacks', 'benchtable', 'bench', 'widgets')
 __all__ = ['__version__'] + [n for m in _MODULES for n in _sys.modules[f'modelplay.{m}'].__all__]   # (`mp.bench` is the function)
