@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from .registry import ModelplayError, did_you_mean
 from .config import get_setting
+from .spec import atomic_write_bytes
 
 # %% auto #0
 __all__ = ['REMOTES', 'DATASETS', 'DataError', 'file_hashes', 'read_idx', 'read_cifar_bin', 'read_cifar_pickle', 'write_idx',
@@ -151,16 +152,6 @@ def _cifar_py_split(path, cifar100: bool) -> tuple:
     return x, labels if cifar100 else labels['label']
 
 # %% ../nbs/09a_datafiles.ipynb #8b902318
-def _atomic_bytes(path, data: bytes) -> Path:
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f: f.write(data); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
-
 def write_idx(path, array) -> Path:
     "Write `array` (numpy or tensor of uint8, int8, int16, int32, float32 or float64) as an IDX file, gzipped when `path` ends in `.gz`."
     a = np.asarray(array.cpu() if isinstance(array, torch.Tensor) else array)
@@ -168,7 +159,7 @@ def write_idx(path, array) -> Path:
     if code is None: raise DataError(f"{path}: IDX holds {', '.join(k for _, k in _IDX_TYPES.values())}; got {a.dtype}")
     if not 1 <= a.ndim <= 255: raise DataError(f"{path}: IDX holds 1 to 255 dimensions; got {a.ndim}")
     data = bytes([0, 0, code, a.ndim]) + b''.join(int(d).to_bytes(4, 'big') for d in a.shape) + a.astype(a.dtype.newbyteorder('>')).tobytes()
-    return _atomic_bytes(path, gzip.compress(data, mtime=0) if str(path).endswith('.gz') else data)
+    return atomic_write_bytes(path, gzip.compress(data, mtime=0) if str(path).endswith('.gz') else data)
 
 def write_cifar_bin(path, images, labels) -> Path:
     "Write images (N, 3, 32, 32) uint8 and labels — (N,) for CIFAR-10, `{'coarse', 'fine'}` or a pair for CIFAR-100 — as a CIFAR binary file."
@@ -183,7 +174,7 @@ def write_cifar_bin(path, images, labels) -> Path:
         if len(c) != len(x) or (len(c) and not 0 <= int(c.min()) <= int(c.max()) < lim):
             raise DataError(f"{path}: labels must be {len(x)} values in 0..{lim - 1}")
     recs = np.concatenate([*(c.astype(np.uint8)[:, None] for c in cols), x.reshape(len(x), -1)], 1)
-    return _atomic_bytes(path, recs.tobytes())
+    return atomic_write_bytes(path, recs.tobytes())
 
 # %% ../nbs/09a_datafiles.ipynb #9290e1b6
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,8 @@ from .components import _short, _Ctx, _check_field
 
 # %% auto #0
 __all__ = ['TASKS', 'TASK_DEFAULTS', 'MODEL_KEYS', 'STAGE_KEYS', 'INPUT_KEYS', 'SECTIONS', 'resolve', 'yaml_load',
-           'parse_override', 'apply_overrides', 'to_yaml', 'atomic_write_text', 'save_spec', 'preset_dirs',
-           'list_presets', 'find_preset', 'read_spec_file', 'load_raw', 'load_spec']
+           'parse_override', 'apply_overrides', 'to_yaml', 'atomic_write_text', 'atomic_write_bytes', 'save_spec',
+           'preset_dirs', 'list_presets', 'find_preset', 'read_spec_file', 'load_raw', 'load_spec']
 
 # %% ../nbs/01_spec.ipynb #193adb3a
 TASKS = {'classify': 'cross_entropy', 'causal_lm': 'causal_lm'}   # task → its default loss
@@ -326,7 +326,11 @@ def to_yaml(spec) -> str:
     return yaml.dump(spec, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 def atomic_write_text(path, text: str):
-    "Write `text` to `path` through a temporary file in the same folder and an atomic rename."
+    "Write `text` (UTF-8) to `path` through a temporary file in the same folder and an atomic rename."
+    return atomic_write_bytes(path, text.encode('utf-8'))
+
+def atomic_write_bytes(path, data: bytes):
+    "Write `data` to `path` through a temporary file in the same folder and an atomic rename."
     path = Path(path)
     if path.is_dir(): raise IsADirectoryError(errno.EISDIR, 'Is a folder, not a file', str(path))
     if (a := next((a for a in path.parents if a.exists()), None)) is not None and not a.is_dir():
@@ -336,8 +340,8 @@ def atomic_write_text(path, text: str):
     umask = os.umask(0); os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; the file gets the mode a plain open() would give it
     try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text); f.flush(); os.fsync(f.fileno())
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
